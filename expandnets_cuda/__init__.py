@@ -1,0 +1,18 @@
+"""expandnets_cuda: train ExpandNets at the compact network's cost.
+
+Importing this package never touches a GPU, a compiler or an optional dependency; backends are
+loaded when first asked for (``available_backends()`` says which can run here and why not).
+"""
+from .backends import BackendInfo, BackendUnavailableError, available_backends
+from .complexity import complexity, count_macs, count_params
+from .conversion import ExpansionWarning, contract_model, expand_model, init_from_nonlinear
+from .fused_conv import FusedExpandConv2d
+from .fused_linear import FusedExpandLinear
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FusedExpandConv2d", "FusedExpandLinear", "expand_model", "contract_model", "init_from_nonlinear",
+    "complexity", "count_params", "count_macs", "available_backends", "BackendInfo",
+    "BackendUnavailableError", "ExpansionWarning", "__version__",
+]

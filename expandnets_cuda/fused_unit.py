@@ -1,0 +1,103 @@
+"""What the fused conv and linear modules share: backend choice, input checks, composition precision."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from python_ref import layer_params
+from . import backends
+
+Tensor = torch.Tensor
+
+
+def compose_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    """Compose in float32 at least (float64 stays float64), whatever the parameters are stored in."""
+    return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+
+class FusedUnit(nn.Module):
+    """Base of ``FusedExpandConv2d`` / ``FusedExpandLinear``: owns ``layers`` (the expanded
+    sub-layers, exactly as ``python_ref`` builds them) and runs them through a backend."""
+
+    layers: nn.ModuleList
+    nonlinear: bool
+
+    def _init_backend(self, backend) -> None:
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value) -> None:
+        name = backends.check_backend_name(value)
+        if self.nonlinear and name not in (backends.AUTO, backends.REFERENCE):
+            raise ValueError(f"backend={value!r}: a nonlinear counterpart (ReLU between sub-layers) has no "
+                             "composed form; it runs only as the unfused chain (backend='reference' or 'auto')")
+        if name not in (backends.AUTO, backends.REFERENCE):
+            backends.resolve(name)  # fail now, with the reason, if it cannot run at all
+        self._backend = name
+
+    def _resolve(self, device: torch.device) -> backends.Resolved:
+        if self.nonlinear:
+            return backends.REFERENCE
+        return backends.resolve(self._backend, device)
+
+    def _check_tensor(self, x, feature_dim: int, expected: int, what: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        if x.shape[feature_dim] != expected:
+            raise ValueError(f"input has {x.shape[feature_dim]} {what} at dim {feature_dim}, "
+                             f"expected {expected}; input shape {tuple(x.shape)}")
+        weight = self.layers[0].weight
+        if x.device != weight.device:
+            raise ValueError(f"input is on {x.device} but the module's parameters are on {weight.device}")
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"input dtype {x.dtype} does not match the parameters' dtype {weight.dtype}; "
+                            "convert the module with .to(dtype) or run under torch.autocast")
+
+    def _params(self, dtype: torch.dtype):
+        weights, biases = layer_params(self.layers)
+        weights = [w.to(dtype) for w in weights]
+        biases = [b.to(dtype) for b in biases] if biases is not None else None
+        return weights, biases
+
+    def _composed(self, composer: backends.Composer, device_type: str) -> Tuple[Tensor, Optional[Tensor]]:
+        # Autocast off: the composition is a chain of GEMMs whose rounding would compound.
+        with torch.autocast(device_type=device_type, enabled=False):
+            weights, biases = self._params(compose_dtype(self.layers[0].weight.dtype))
+            return self._compose_with(composer, weights, biases)
+
+    def _compose_with(self, composer, weights, biases):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _to_compute_dtype(x: Tensor, weight: Tensor, bias: Optional[Tensor]):
+        """Under autocast the convolution casts for itself; otherwise match the input's dtype."""
+        if torch.is_autocast_enabled(x.device.type):
+            return weight, bias
+        return weight.to(x.dtype), (bias.to(x.dtype) if bias is not None else None)
+
+    def composed_weight(self, backend: Optional[str] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """The compact ``(weight, bias)`` this unit computes, differentiable, in float32 (float64 for
+        float64 parameters). ``backend`` picks the composer (default: this module's)."""
+        if self.nonlinear:
+            raise ValueError("a nonlinear counterpart (ReLU between sub-layers) has no composed weight")
+        device = self.layers[0].weight.device
+        resolved = backends.resolve(backends.check_backend_name(backend or self._backend), device)
+        if resolved == backends.REFERENCE:
+            resolved = backends.resolve("torch", device)
+        return self._composed(resolved.composer, device.type)
+
+    @torch.no_grad()
+    def _contracted_params(self):
+        """Exact compact parameters: composed in float64, then stored in the parameters' dtype."""
+        if self.nonlinear:
+            raise ValueError("a nonlinear counterpart (ReLU between sub-layers) cannot be contracted")
+        weights, biases = self._params(torch.float64)
+        return self._compose_with(backends.resolve("torch").composer, weights, biases)

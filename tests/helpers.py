@@ -1,0 +1,51 @@
+"""Comparison helpers shared by the tests: relative-norm errors with messages that say where."""
+from __future__ import annotations
+
+import torch
+
+# ||actual - expected|| / ||expected|| allowed per compute dtype (DESIGN.md section 4).
+REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.detach().double(), expected.detach().double()
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
+
+
+def assert_rel_close(actual, expected, tol: float, what: str) -> None:
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert expected.abs().max() > 0, f"{what}: reference is all zeros, the comparison would prove nothing"
+    err = rel_error(actual, expected)
+    worst = (actual.detach().double() - expected.detach().double()).abs().max().item()
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e} (max abs diff {worst:.3e})"
+
+
+def _dtype_of(module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def compare_units(fast, ref, x: torch.Tensor, tol: float, label: str = "") -> None:
+    """Output, input gradient and the gradient of every expanded parameter, by name. ``fast`` and
+    ``ref`` may hold different dtypes (a bf16 module against a float64 reference): each gets ``x``
+    in its own dtype, layout kept."""
+    x_fast = x.detach().to(_dtype_of(fast)).requires_grad_(True)
+    x_ref = x.detach().to(_dtype_of(ref)).requires_grad_(True)
+    y_fast, y_ref = fast(x_fast), ref(x_ref)
+    assert_rel_close(y_fast, y_ref, tol, f"{label} output")
+    grad_out = torch.randn_like(y_ref)
+    fast_params, ref_params = dict(fast.named_parameters()), dict(ref.named_parameters())
+    assert fast_params.keys() == ref_params.keys()
+    names = list(ref_params)
+    g_fast = torch.autograd.grad(y_fast, [x_fast, *(fast_params[n] for n in names)], grad_out.to(y_fast.dtype))
+    g_ref = torch.autograd.grad(y_ref, [x_ref, *(ref_params[n] for n in names)], grad_out)
+    for name, a, b in zip(["input", *names], g_fast, g_ref):
+        assert_rel_close(a, b, tol, f"{label} grad of {name}")
+
+
+def twin(fast_cls, ref_cls, *args, **kwargs):
+    """A fused module and its reference twin holding the same (fresh random) parameters."""
+    backend = kwargs.pop("backend", "auto")
+    ref = ref_cls(*args, **kwargs)
+    fast = fast_cls(*args, backend=backend, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    return fast, ref

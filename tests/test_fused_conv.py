@@ -1,0 +1,108 @@
+"""FusedExpandConv2d on every available backend against python_ref.ExpandedConv2d: outputs and the
+gradients of the input and of every expanded parameter, over awkward shapes and layouts."""
+import pytest
+import torch
+
+import expandnets_cuda as ec
+import python_ref as pr
+from helpers import REL_TOL, assert_rel_close, compare_units, twin
+
+BACKENDS = [name for name, info in ec.available_backends().items() if info.available] + ["auto"]
+
+# (in, out, kernel, stride, padding, dilation, groups, bias, padding_mode, strategy, rate, input NCHW)
+CASES = {
+    "cl_k3": (3, 5, 3, 1, 1, 1, 1, True, "zeros", "cl", 2, (2, 3, 7, 9)),
+    "cl_nonsquare_s2_tuplepad_grouped": (4, 6, (3, 5), 2, (2, 1), 1, 2, True, "zeros", "cl", 1.5, (1, 4, 9, 8)),
+    "cl_depthwise_s2": (6, 6, 3, 2, 1, 1, 6, True, "zeros", "cl", 4, (2, 6, 7, 7)),
+    "cl_depthwise_multiplier": (4, 8, 3, 1, 1, 1, 4, True, "reflect", "cl", 2, (2, 4, 6, 5)),
+    "cl_dilated_same": (4, 4, 3, 1, "same", 2, 1, True, "zeros", "cl", 3, (3, 4, 8, 6)),
+    "cl_even_kernel_same": (3, 4, 4, 1, "same", 1, 1, True, "zeros", "cl", 2, (2, 3, 5, 7)),
+    "cl_1x1_s2": (5, 3, 1, 2, 0, 1, 1, True, "zeros", "cl", 2, (2, 5, 5, 5)),
+    "cl_nobias_valid": (4, 4, 3, 1, "valid", 1, 1, False, "zeros", "cl", 2, (2, 4, 5, 6)),
+    "cl_circular_s2_d2": (2, 3, 3, (2, 1), 2, (2, 1), 1, True, "circular", "cl", 2.3, (2, 2, 9, 7)),
+    "ck_k5": (3, 4, 5, 1, 2, 1, 1, True, "zeros", "ck", 2, (2, 3, 7, 7)),
+    "ck_k7_s2": (2, 3, 7, 2, 3, 1, 1, True, "zeros", "ck", 1.5, (1, 2, 9, 11)),
+    "ck_k9_same": (3, 3, 9, 1, "same", 1, 1, True, "replicate", "ck", 2, (2, 3, 9, 9)),
+    "ck_k5_d2_asym": (2, 2, 5, (2, 1), (4, 3), 2, 1, False, "zeros", "ck", 2, (2, 2, 10, 9)),
+}
+
+
+def make_twins(case, backend, dtype=torch.float64):
+    cin, cout, k, s, p, d, g, bias, mode, strategy, rate, shape = CASES[case]
+    fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, cin, cout, k, s, p, d, g, bias, mode,
+                     strategy=strategy, rate=rate, dtype=dtype, backend=backend)
+    return fast, ref, shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_reference_float64(case, backend):
+    fast, ref, shape = make_twins(case, backend)
+    compare_units(fast, ref, torch.randn(shape, dtype=torch.float64), REL_TOL[torch.float64], f"{case}/{backend}")
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous", "unbatched"])
+@pytest.mark.parametrize("case", ["cl_nonsquare_s2_tuplepad_grouped", "cl_depthwise_s2", "ck_k7_s2"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_layouts(case, backend, layout):
+    fast, ref, shape = make_twins(case, backend)
+    x = torch.randn(shape, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        assert not x.is_contiguous()
+    elif layout == "non_contiguous":
+        x = torch.randn(shape[0], shape[1], shape[3], 2 * shape[2], dtype=torch.float64)[..., ::2].transpose(2, 3)
+        assert x.shape == shape and not x.is_contiguous()
+    else:
+        x = x[0]
+    compare_units(fast, ref, x, REL_TOL[torch.float64], f"{case}/{backend}/{layout}")
+
+
+@pytest.mark.parametrize("case", ["cl_k3", "cl_depthwise_s2", "ck_k7_s2"])
+def test_float32(case):
+    fast, ref, shape = make_twins(case, "torch", dtype=torch.float32)
+    compare_units(fast, ref, torch.randn(shape), REL_TOL[torch.float32], f"{case}/float32")
+
+
+@pytest.mark.parametrize("case", ["cl_k3", "ck_k5"])
+def test_autocast_bfloat16_composes_in_float32(case):
+    fast, ref, shape = make_twins(case, "torch", dtype=torch.float32)
+    x = torch.randn(shape)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fast(x)
+    assert y.dtype == torch.bfloat16
+    expected = ref.double()(x.double())
+    assert_rel_close(y.float(), expected, REL_TOL[torch.bfloat16], f"{case} autocast output")
+    # The composed weight stays float32 even under autocast (it is cast only by the convolution).
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weight, bias = fast.composed_weight()
+    assert weight.dtype == torch.float32 and bias.dtype == torch.float32
+
+
+@pytest.mark.parametrize("case", ["cl_k3", "ck_k5"])
+def test_bfloat16_module(case):
+    """A module converted to bf16 composes in float32 and convolves in bf16."""
+    fast, ref, shape = make_twins(case, "torch", dtype=torch.float64)
+    compare_units(fast.to(torch.bfloat16), ref, torch.randn(shape, dtype=torch.float64),
+                  REL_TOL[torch.bfloat16], f"{case}/bf16")
+
+
+@pytest.mark.parametrize("case", ["cl_k3", "ck_k5", "cl_depthwise_s2"])
+def test_composed_weight_equals_reference_contraction(case):
+    fast, ref, _ = make_twins(case, "torch")
+    weight, bias = fast.composed_weight()
+    contracted = ref.contract()
+    torch.testing.assert_close(weight, contracted.weight, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bias, contracted.bias, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", ["cl_k3", "cl_depthwise_s2", "ck_k7_s2", "cl_circular_s2_d2"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_matches_reference(case, dtype, backend):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    fast, ref, shape = make_twins(case, backend, dtype=torch.float64)
+    x = torch.randn(shape, dtype=torch.float64, device="cuda")
+    compare_units(fast.cuda().to(dtype), ref.cuda(), x, REL_TOL[dtype], f"{case}/cuda/{backend}/{dtype}")
