@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 Tensor = torch.Tensor
 Composed = Tuple[Tensor, Optional[Tensor]]
@@ -24,23 +23,25 @@ def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor
                b3: Optional[Tensor], groups: int) -> Composed:
     """``W[:, :, y, x] = W3 @ W2[:, :, y, x] @ W1`` per group, as two batched GEMMs over all taps.
 
-    Shapes: ``w1 (g*a, i, 1, 1)``, ``w2 (g*c, a, kh, kw)``, ``w3 (g*o, c, 1, 1)``; result ``(g*o, i, kh, kw)``.
+    Shapes: ``w1 (g*a, i, 1, 1)``, ``w2 (g*c, a, kh, kw)``, ``w3 (g*o, c, 1, 1)``; result
+    ``(g*o, i, kh, kw)``. Both orders read ``w2`` in its stored layout (taps innermost) and write
+    the result in ``conv2d``'s layout, so no weight-sized transpose is ever copied.
     """
     g = groups
     a, i = w1.shape[0] // g, w1.shape[1]
     c, _, kh, kw = w2.shape[0] // g, *w2.shape[1:]
     o, taps = w3.shape[0] // g, kh * kw
-    W1 = w1.reshape(g, a, i)
+    W1t = w1.reshape(g, a, i).transpose(1, 2).unsqueeze(1)  # (g, 1, i, a)
     W2 = w2.reshape(g, c, a, taps)
     W3 = w3.reshape(g, o, c)
     cost_w3_first, cost_w1_first = cl_cost(i, a, c, o, taps, g)
     if cost_w3_first <= cost_w1_first:
         m = torch.bmm(W3, W2.reshape(g, c, a * taps)).reshape(g, o, a, taps)
-        w = torch.bmm(m.transpose(2, 3).reshape(g, o * taps, a), W1).reshape(g, o, taps, i)
+        weight = torch.matmul(W1t, m)  # (g, o, i, taps)
     else:
-        m = torch.bmm(W2.transpose(2, 3).reshape(g, c * taps, a), W1).reshape(g, c, taps * i)
-        w = torch.bmm(W3, m).reshape(g, o, taps, i)
-    weight = w.transpose(2, 3).reshape(g * o, i, kh, kw)
+        m = torch.matmul(W1t, W2)  # (g, c, i, taps)
+        weight = torch.bmm(W3, m.reshape(g, c, i * taps))
+    weight = weight.reshape(g * o, i, kh, kw)
     if b1 is None:
         return weight, None
     inner = torch.bmm(W2.sum(dim=3), b1.reshape(g, a, 1)) + b2.reshape(g, c, 1)
@@ -48,21 +49,63 @@ def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor
     return weight, bias
 
 
-def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) -> Composed:
-    """Fold a stack of 3x3 kernels left to right; each fold is one small ``conv2d``.
+def _tap_sum_index(later: Tensor, earlier: Tensor, device) -> Tensor:
+    """Flat output tap ``(vy+uy) * width + (vx+ux)`` for every (later tap v, earlier tap u) pair."""
+    (a, a2), (b, b2) = later.shape[2:], earlier.shape[2:]
+    width = a2 + b2 - 1
+    vy, vx, uy, ux = torch.meshgrid(torch.arange(a), torch.arange(a2), torch.arange(b), torch.arange(b2),
+                                    indexing="ij")
+    return ((vy + uy) * width + (vx + ux)).reshape(-1).to(device)
 
-    ``conv2d`` of the earlier kernel (its input channels as the batch) with the later kernel
-    flipped, padded by ``k-1``, is exactly the full correlation ``K[o, i, u+v] = sum_c L[o,c,v] E[c,i,u]``.
-    """
-    kernel = weights[0]
-    bias = biases[0] if biases is not None else None
-    for j in range(1, len(weights)):
-        later = weights[j]
-        ph, pw = later.shape[2] - 1, later.shape[3] - 1
-        kernel = F.conv2d(kernel.transpose(0, 1), later.flip(2, 3), padding=(ph, pw)).transpose(0, 1)
-        if bias is not None:
-            bias = later.sum(dim=(2, 3)) @ bias + biases[j]
-    return kernel.contiguous(), bias
+
+def compose_two_kernels(later: Tensor, earlier: Tensor) -> Tensor:
+    """Kernel of ``conv(conv(x, earlier), later)``: ``K[o, i, u+v] = sum_c later[o,c,v] earlier[c,i,u]``.
+
+    One GEMM forms every (v, u) tap product, then ``index_add`` sums the pairs that land on the
+    same output tap (a full 2-D correlation, without a padded convolution)."""
+    o, c, a, a2 = later.shape
+    _, i, b, b2 = earlier.shape
+    products = later.permute(0, 2, 3, 1).reshape(o * a * a2, c) @ earlier.reshape(c, i * b * b2)
+    products = products.reshape(o, a * a2, i, b * b2).transpose(1, 2).reshape(o, i, a * a2 * b * b2)
+    out = products.new_zeros(o, i, (a + b - 1) * (a2 + b2 - 1))
+    out = out.index_add(2, _tap_sum_index(later, earlier, products.device), products)
+    return out.reshape(o, i, a + b - 1, a2 + b2 - 1)
+
+
+def _fold_cost(shapes) -> Tuple[int, int]:
+    """Multiply-adds of folding ``[(out, in, k)]`` left to right vs right to left."""
+    def fold(seq, left_first):
+        total, (o, i, k) = 0, seq[0]
+        for o2, i2, k2 in seq[1:]:
+            if left_first:  # (o2, o, k2) after (o, i, k)
+                total += o2 * k2 * k2 * o * i * k * k
+                o, k = o2, k + k2 - 1
+            else:  # (o, i, k) before (o2, i2, k2): here seq is reversed
+                total += o * k * k * i * i2 * k2 * k2
+                i, k = i2, k + k2 - 1
+        return total
+    return fold(shapes, True), fold(shapes[::-1], False)
+
+
+def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) -> Composed:
+    """Fold a stack of 3x3 kernels into one, in the cheaper association order; biases fold with
+    the spatial sum of every later kernel."""
+    shapes = [(w.shape[0], w.shape[1], w.shape[2]) for w in weights]
+    left_cost, right_cost = _fold_cost(shapes)
+    if left_cost <= right_cost:
+        kernel = weights[0]
+        for w in weights[1:]:
+            kernel = compose_two_kernels(w, kernel)
+    else:
+        kernel = weights[-1]
+        for w in reversed(weights[:-1]):
+            kernel = compose_two_kernels(kernel, w)
+    if biases is None:
+        return kernel, None
+    bias = biases[0]
+    for w, b in zip(weights[1:], biases[1:]):
+        bias = w.sum(dim=(2, 3)) @ bias + b
+    return kernel, bias
 
 
 def compose_fc(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) -> Composed:
