@@ -78,21 +78,21 @@ def to_conv2d(spec: ConvUnitSpec, weight: Tensor, bias: Optional[Tensor], like: 
                      padding=spec.padding, dilation=spec.dilation, groups=spec.groups,
                      bias=bias is not None, padding_mode=spec.padding_mode,
                      device=like.device, dtype=like.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        if bias is not None:
-            conv.bias.copy_(bias)
-    return conv
+    return _filled(conv, weight, bias)
 
 
 def to_linear(spec: LinearUnitSpec, weight: Tensor, bias: Optional[Tensor], like: Tensor) -> nn.Linear:
     linear = nn.Linear(spec.in_features, spec.out_features, bias=bias is not None,
                        device=like.device, dtype=like.dtype)
+    return _filled(linear, weight, bias)
+
+
+def _filled(layer: nn.Module, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
     with torch.no_grad():
-        linear.weight.copy_(weight)
+        layer.weight.copy_(weight)
         if bias is not None:
-            linear.bias.copy_(bias)
-    return linear
+            layer.bias.copy_(bias)
+    return layer
 
 
 __all__: List[str] = ["contract_cl", "contract_ck", "contract_fc", "compose_two_kernels",
