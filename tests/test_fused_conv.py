@@ -106,3 +106,23 @@ def test_cuda_matches_reference(case, dtype, backend):
     fast, ref, shape = make_twins(case, backend, dtype=torch.float64)
     x = torch.randn(shape, dtype=torch.float64, device="cuda")
     compare_units(fast.cuda().to(dtype), ref.cuda(), x, REL_TOL[dtype], f"{case}/cuda/{backend}/{dtype}")
+
+
+@pytest.mark.parametrize("m,n,a,c,k,g,order", [
+    (3, 5, 6, 10, 3, 1, "w1_first"),           # few taps: transpose w2, two large GEMMs
+    (3, 4, 6, 8, 5, 1, "w1_first"),            # >= 16 taps: contract over a in place
+    (8, 2, 16, 4, 3, 1, "w3_first"),
+    (6, 6, 24, 24, 3, 6, "w3_first"),          # depthwise: a tie goes to W3 first
+])
+def test_compose_cl_every_order_matches_reference(m, n, a, c, k, g, order):
+    from expandnets_cuda.composition import cl_cost, compose_cl
+    cost_w3_first, cost_w1_first = cl_cost(m // g, a // g, c // g, n // g, k * k, g)
+    assert (cost_w3_first <= cost_w1_first) == (order == "w3_first")
+    w1 = torch.randn(a, m // g, 1, 1, dtype=torch.float64)
+    w2 = torch.randn(c, a // g, k, k, dtype=torch.float64)
+    w3 = torch.randn(n, c // g, 1, 1, dtype=torch.float64)
+    b1, b2, b3 = (torch.randn(s, dtype=torch.float64) for s in (a, c, n))
+    weight, bias = compose_cl(w1, b1, w2, b2, w3, b3, g)
+    ref_w, ref_b = pr.contract_cl([w1, w2, w3], [b1, b2, b3], g)
+    torch.testing.assert_close(weight, ref_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bias, ref_b, rtol=1e-12, atol=1e-12)
