@@ -3,6 +3,7 @@
 Importing this package never touches a GPU, a compiler or an optional dependency; backends are
 loaded when first asked for (``available_backends()`` says which can run here and why not).
 """
+from .autotune import clear_cache as clear_auto_cache
 from .backends import BackendInfo, BackendUnavailableError, available_backends
 from .complexity import complexity, count_macs, count_params
 from .conversion import ExpansionWarning, contract_model, expand_model, init_from_nonlinear
@@ -14,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = [
     "FusedExpandConv2d", "FusedExpandLinear", "expand_model", "contract_model", "init_from_nonlinear",
     "complexity", "count_params", "count_macs", "available_backends", "BackendInfo",
-    "BackendUnavailableError", "ExpansionWarning", "__version__",
+    "BackendUnavailableError", "ExpansionWarning", "clear_auto_cache", "__version__",
 ]

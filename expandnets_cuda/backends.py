@@ -14,7 +14,7 @@ package never touches a GPU, a compiler or an optional dependency.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +32,14 @@ class BackendUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class Composer:
     """``cl(w1, b1, w2, b2, w3, b3, groups)``, ``ck(weights, biases)``, ``fc(weights, biases)``
-    -> ``(W_eff, b_eff or None)``, differentiable with respect to every argument tensor."""
+    -> ``(W_eff, b_eff or None)``, differentiable with respect to every argument tensor.
+    ``device_types``: where ``auto`` may pick it (``None``: anywhere)."""
 
     name: str
     cl: Callable
     ck: Callable
     fc: Callable
+    device_types: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Convolver:
     name: str
     conv2d: Callable
     linear: Callable
+    device_types: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,30 @@ def resolve(backend: str, device: Optional[torch.device] = None) -> Resolved:
 
 
 def _auto_pair(device: Optional[torch.device]) -> FusedPair:
-    # The torch pair is the only fused pair so far, and it is always available. When the Triton
-    # and CUDA pairs land, "auto" picks among the available pairs from measurements (bench issue).
-    return FusedPair(_load("composer", "torch"), _load("convolver", "torch"))
+    """``auto`` without a layer to measure: the first candidate (the torch pair)."""
+    return candidate_pairs(device)[0]
+
+
+def _runs_on(impl, device_type: Optional[str]) -> bool:
+    return impl.device_types is None or device_type is None or device_type in impl.device_types
+
+
+def candidate_pairs(device: Optional[torch.device] = None) -> List[FusedPair]:
+    """Every available (composer, convolver) pair that ``auto`` may run on ``device``; the torch
+    pair first. ``auto`` measures these per layer shape (``expandnets_cuda.autotune``)."""
+    device_type = torch.device(device).type if device is not None else None
+    composers, convolvers = [], []
+    for names, kind, out in ((_COMPOSER_LOADERS, "composer", composers), (_CONVOLVER_LOADERS, "convolver", convolvers)):
+        for name in names:
+            try:
+                impl = _load(kind, name)
+            except BackendUnavailableError:
+                continue
+            if _runs_on(impl, device_type):
+                out.append(impl)
+    pairs = [FusedPair(c, v) for c in composers for v in convolvers]
+    pairs.sort(key=lambda p: p.name != "torch")
+    return pairs
 
 
 def available_backends() -> Dict[str, BackendInfo]:

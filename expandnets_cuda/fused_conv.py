@@ -73,17 +73,20 @@ class FusedExpandConv2d(FusedUnit):
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        impl = self._resolve(x.device)
+        impl = self._resolve(x)
         if impl == backends.REFERENCE:
             y = run_chain(pad_input(x, self.spec), self.layers, self.nonlinear)
         else:
-            weight, bias = self._to_compute_dtype(x, *self._composed(impl.composer, x.device.type))
-            padding = self.spec.symmetric_zero_padding
-            if padding is None:  # asymmetric or non-zero padding: pad once, explicitly
-                x, padding = pad_input(x, self.spec), (0, 0)
-            y = impl.convolver.conv2d(x, weight, bias, self.spec.stride, padding, self.spec.dilation,
-                                      self.spec.groups)
+            y = self._fused_forward(impl, x)
         return y.squeeze(0) if unbatched else y
+
+    def _fused_forward(self, pair: backends.FusedPair, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._to_compute_dtype(x, *self._composed(pair.composer, x.device.type))
+        padding = self.spec.symmetric_zero_padding
+        if padding is None:  # asymmetric or non-zero padding: pad once, explicitly
+            x, padding = pad_input(x, self.spec), (0, 0)
+        return pair.convolver.conv2d(x, weight, bias, self.spec.stride, padding, self.spec.dilation,
+                                     self.spec.groups)
 
     def contract(self) -> nn.Conv2d:
         """The compact ``nn.Conv2d`` with the same function (composed in float64)."""

@@ -36,11 +36,14 @@ class FusedExpandLinear(FusedUnit):
         if isinstance(x, torch.Tensor) and x.dim() == 0:
             raise ValueError("input must have at least one dimension (..., in_features)")
         self._check_tensor(x, -1, self.spec.in_features, "features")
-        impl = self._resolve(x.device)
+        impl = self._resolve(x)
         if impl == backends.REFERENCE:
             return run_chain(x, self.layers, self.nonlinear)
-        weight, bias = self._to_compute_dtype(x, *self._composed(impl.composer, x.device.type))
-        return impl.convolver.linear(x, weight, bias)
+        return self._fused_forward(impl, x)
+
+    def _fused_forward(self, pair: backends.FusedPair, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._to_compute_dtype(x, *self._composed(pair.composer, x.device.type))
+        return pair.convolver.linear(x, weight, bias)
 
     def contract(self) -> nn.Linear:
         """The compact ``nn.Linear`` with the same function (composed in float64)."""

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from python_ref import layer_params
-from . import backends
+from . import autotune, backends
 
 Tensor = torch.Tensor
 
@@ -41,10 +41,15 @@ class FusedUnit(nn.Module):
             backends.resolve(name)  # fail now, with the reason, if it cannot run at all
         self._backend = name
 
-    def _resolve(self, device: torch.device) -> backends.Resolved:
+    def _resolve(self, x: Tensor) -> backends.Resolved:
         if self.nonlinear:
             return backends.REFERENCE
-        return backends.resolve(self._backend, device)
+        if self._backend == backends.AUTO:
+            return autotune.choose(self, x)
+        return backends.resolve(self._backend, x.device)
+
+    def _fused_forward(self, pair: backends.FusedPair, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _check_tensor(self, x, feature_dim: int, expected: int, what: str) -> None:
         if not isinstance(x, torch.Tensor):

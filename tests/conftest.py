@@ -4,7 +4,8 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))  # helpers
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # the bench package
 
 
 def pytest_configure(config):
