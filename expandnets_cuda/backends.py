@@ -175,6 +175,16 @@ def available_backends() -> Dict[str, BackendInfo]:
             infos[name] = BackendInfo(name, True)
         except BackendUnavailableError as err:
             infos[name] = BackendInfo(name, False, str(err))
+    # Mixed pairs that can run, e.g. "triton+torch" while the Triton convolution is missing.
+    for composer in _COMPOSER_LOADERS:
+        for convolver in _CONVOLVER_LOADERS:
+            pair = f"{composer}+{convolver}"
+            if composer != convolver and pair not in infos:
+                try:
+                    resolve(pair)
+                    infos[pair] = BackendInfo(pair, True)
+                except BackendUnavailableError:
+                    pass
     return infos
 
 
@@ -187,15 +197,22 @@ def _torch_convolver() -> Convolver:
     return Convolver("torch", F.conv2d, F.linear)
 
 
-def _not_in_this_build(name: str, how: str) -> Callable:
+def _triton_composer() -> Composer:
+    from .triton_backend import load_composer
+    return load_composer()
+
+
+def _not_in_this_build(what: str, how: str) -> Callable:
     def loader():
-        raise BackendUnavailableError(f"the {name} kernels are not part of this version of expandnets_cuda; {how}")
+        raise BackendUnavailableError(f"{what} are not part of this version of expandnets_cuda; {how}")
     return loader
 
 
 register_composer("torch", _torch_composer)
 register_convolver("torch", _torch_convolver)
-# Slots for the hand-written kernels: their modules replace these loaders when they land.
-for _name, _how in (("triton", "use backend='torch' meanwhile"), ("cuda", "use backend='torch' meanwhile")):
-    register_composer(_name, _not_in_this_build(_name, _how))
-    register_convolver(_name, _not_in_this_build(_name, _how))
+register_composer("triton", _triton_composer)
+# Slots for kernels still to come: their modules replace these loaders when they land.
+register_convolver("triton", _not_in_this_build(
+    "the Triton convolution kernels", "use backend='triton+torch' (Triton composition, PyTorch convolution)"))
+register_composer("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton+torch'"))
+register_convolver("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton+torch'"))

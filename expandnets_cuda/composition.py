@@ -6,7 +6,7 @@ does not grow with batch or image size (DESIGN.md section 3).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -90,19 +90,22 @@ def _fold_cost(shapes) -> Tuple[int, int]:
     return fold(shapes, True), fold(shapes[::-1], False)
 
 
-def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) -> Composed:
+def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]],
+               fold: Callable[[Tensor, Tensor], Tensor] = None) -> Composed:
     """Fold a stack of 3x3 kernels into one, in the cheaper association order; biases fold with
-    the spatial sum of every later kernel."""
+    the spatial sum of every later kernel. ``fold(later, earlier)`` composes two kernels
+    (default ``compose_two_kernels``; the Triton backend passes its kernel)."""
+    fold = fold or compose_two_kernels
     shapes = [(w.shape[0], w.shape[1], w.shape[2]) for w in weights]
     left_cost, right_cost = _fold_cost(shapes)
     if left_cost <= right_cost:
         kernel = weights[0]
         for w in weights[1:]:
-            kernel = compose_two_kernels(w, kernel)
+            kernel = fold(w, kernel)
     else:
         kernel = weights[-1]
         for w in reversed(weights[:-1]):
-            kernel = compose_two_kernels(kernel, w)
+            kernel = fold(kernel, w)
     if biases is None:
         return kernel, None
     bias = biases[0]

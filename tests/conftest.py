@@ -4,6 +4,11 @@ import sys
 import pytest
 import torch
 
+# The Triton kernels run on the CPU under the interpreter; the switch must be set before they
+# are imported (the triton backend imports them lazily, on first use).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 sys.path.insert(0, os.path.dirname(__file__))  # helpers
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # the bench package
 

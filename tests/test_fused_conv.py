@@ -5,9 +5,10 @@ import torch
 
 import expandnets_cuda as ec
 import python_ref as pr
-from helpers import REL_TOL, assert_rel_close, compare_units, twin
+from helpers import REL_TOL, assert_rel_close, compare_units, native_backends, twin
 
-BACKENDS = [name for name, info in ec.available_backends().items() if info.available] + ["auto"]
+BACKENDS = native_backends("cpu")
+CUDA_BACKENDS = native_backends("cuda")
 
 # (in, out, kernel, stride, padding, dilation, groups, bias, padding_mode, strategy, rate, input NCHW)
 CASES = {
@@ -99,7 +100,7 @@ def test_composed_weight_equals_reference_contraction(case):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", ["cl_k3", "cl_depthwise_s2", "ck_k7_s2", "cl_circular_s2_d2"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
 def test_cuda_matches_reference(case, dtype, backend):
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -1,0 +1,17 @@
+"""Hand-written Triton kernels. Imported only when the ``triton`` backend is first asked for.
+
+On a GPU they compile for the device; on a CPU they run under the Triton interpreter when
+``TRITON_INTERPRET=1`` is set before this package is imported (that is how CI tests them).
+"""
+from ..backends import BackendUnavailableError
+
+
+def load_composer():
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"triton is not installed ({err}); `pip install triton` (on a CPU machine the kernels then run "
+            "under TRITON_INTERPRET=1, for tests)") from err
+    from .composer import load_composer as load
+    return load()

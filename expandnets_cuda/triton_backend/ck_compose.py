@@ -1,0 +1,82 @@
+"""Triton kernels for one CK fold: the kernel of ``conv(conv(x, E), L)`` (both stride 1),
+``K[o, i, v + u] = sum_c L[o, c, v] @ E[c, i, u]`` over 2-D taps, and its two gradients.
+
+Layouts are ``nn.Conv2d``'s, contiguous: ``L (O, C, a, a2)``, ``E (C, I, b, b2)``,
+``K (O, I, a+b-1, a2+b2-1)``. One program owns one output tap and a tile of (rows, cols); it loops
+over the tap pairs that land there, so nothing is written twice and no atomics are needed.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def ck_fold_fwd_kernel(later, earlier, out, O, C, I, A, A2, B, B2,
+                       BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
+    w, pid_o, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    WX = A2 + B2 - 1
+    wy, wx = w // WX, w % WX
+    offs_o = pid_o * BO + tl.arange(0, BO)
+    offs_i = pid_i * BI + tl.arange(0, BI)
+    acc = tl.zeros((BO, BI), dtype=ACC)
+    for vy in range(0, A):
+        for vx in range(0, A2):
+            uy, ux = wy - vy, wx - vx
+            hit = (uy >= 0) & (uy < B) & (ux >= 0) & (ux < B2)  # does tap v meet a tap u of E here?
+            for c0 in range(0, C, BC):
+                offs_c = c0 + tl.arange(0, BC)
+                tile_l = tl.load(later + offs_o[:, None] * (C * A * A2) + offs_c[None, :] * (A * A2) + vy * A2 + vx,
+                                 mask=hit & (offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0)
+                tile_e = tl.load(earlier + offs_c[:, None] * (I * B * B2) + offs_i[None, :] * (B * B2) + uy * B2 + ux,
+                                 mask=hit & (offs_c[:, None] < C) & (offs_i[None, :] < I), other=0.0)
+                acc += tl.dot(tile_l.to(ACC), tile_e.to(ACC), input_precision="ieee")
+    KH, KW = A + B - 1, A2 + B2 - 1
+    tl.store(out + offs_o[:, None] * (I * KH * KW) + offs_i[None, :] * (KH * KW) + wy * KW + wx,
+             acc.to(out.dtype.element_ty), mask=(offs_o[:, None] < O) & (offs_i[None, :] < I))
+
+
+@triton.jit
+def ck_fold_bwd_later_kernel(grad, earlier, d_later, O, C, I, A, A2, B, B2,
+                             BO: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr):
+    """``dL[o, c, v] = sum_u sum_i dK[o, i, v + u] E[c, i, u]``."""
+    v, pid_o, pid_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    vy, vx = v // A2, v % A2
+    KH, KW = A + B - 1, A2 + B2 - 1
+    offs_o = pid_o * BO + tl.arange(0, BO)
+    offs_c = pid_c * BC + tl.arange(0, BC)
+    acc = tl.zeros((BO, BC), dtype=ACC)
+    for uy in range(0, B):
+        for ux in range(0, B2):
+            for i0 in range(0, I, BI):
+                offs_i = i0 + tl.arange(0, BI)
+                tile_g = tl.load(grad + offs_o[:, None] * (I * KH * KW) + offs_i[None, :] * (KH * KW)
+                                 + (vy + uy) * KW + (vx + ux),
+                                 mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+                tile_et = tl.load(earlier + offs_i[:, None] * (B * B2) + offs_c[None, :] * (I * B * B2) + uy * B2 + ux,
+                                  mask=(offs_i[:, None] < I) & (offs_c[None, :] < C), other=0.0)
+                acc += tl.dot(tile_g.to(ACC), tile_et.to(ACC), input_precision="ieee")
+    tl.store(d_later + offs_o[:, None] * (C * A * A2) + offs_c[None, :] * (A * A2) + vy * A2 + vx,
+             acc.to(d_later.dtype.element_ty), mask=(offs_o[:, None] < O) & (offs_c[None, :] < C))
+
+
+@triton.jit
+def ck_fold_bwd_earlier_kernel(grad, later, d_earlier, O, C, I, A, A2, B, B2,
+                               BC: tl.constexpr, BI: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr):
+    """``dE[c, i, u] = sum_v sum_o L[o, c, v] dK[o, i, v + u]``."""
+    u, pid_c, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    uy, ux = u // B2, u % B2
+    KH, KW = A + B - 1, A2 + B2 - 1
+    offs_c = pid_c * BC + tl.arange(0, BC)
+    offs_i = pid_i * BI + tl.arange(0, BI)
+    acc = tl.zeros((BC, BI), dtype=ACC)
+    for vy in range(0, A):
+        for vx in range(0, A2):
+            for o0 in range(0, O, BO):
+                offs_o = o0 + tl.arange(0, BO)
+                tile_lt = tl.load(later + offs_c[:, None] * (A * A2) + offs_o[None, :] * (C * A * A2) + vy * A2 + vx,
+                                  mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
+                tile_g = tl.load(grad + offs_o[:, None] * (I * KH * KW) + offs_i[None, :] * (KH * KW)
+                                 + (vy + uy) * KW + (vx + ux),
+                                 mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+                acc += tl.dot(tile_lt.to(ACC), tile_g.to(ACC), input_precision="ieee")
+    tl.store(d_earlier + offs_c[:, None] * (I * B * B2) + offs_i[None, :] * (B * B2) + uy * B2 + ux,
+             acc.to(d_earlier.dtype.element_ty), mask=(offs_c[:, None] < C) & (offs_i[None, :] < I))

@@ -1,0 +1,147 @@
+"""Triton kernels for CL (and FC) composition: ``W[g, o, i, t] = W3[g] @ W2[g, :, :, t] @ W1[g]``.
+
+Layouts are the sub-layers' own, contiguous: ``W1 (G, A, I)``, ``W2 (G, C, A, T)`` (taps
+innermost, as ``nn.Conv2d`` stores them), ``W3 (G, O, C)``, ``W (G, O, I, T)``. FC is the same
+with ``G = T = 1``. Each kernel chains its two products inside one program: the intermediate
+(``W2 @ W1`` or its gradient counterpart) lives in registers, never in memory. Accumulation is
+float32 (float64 for float64 weights) and the dots run in exact IEEE mode: the composition is
+weight-sized, so exactness costs nothing measurable.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
+                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr,
+                          ACC: tl.constexpr):
+    pid_gt, pid_o, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    g, t = pid_gt // T, pid_gt % T
+    offs_o = pid_o * BO + tl.arange(0, BO)
+    offs_i = pid_i * BI + tl.arange(0, BI)
+    acc = tl.zeros((BO, BI), dtype=ACC)
+    for c0 in range(0, C, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        inner = tl.zeros((BC, BI), dtype=acc.dtype)  # (W2[:, :, t] @ W1) for this block of c
+        for a0 in range(0, A, BA):
+            offs_a = a0 + tl.arange(0, BA)
+            b2 = tl.load(w2 + g * C * A * T + offs_c[:, None] * (A * T) + offs_a[None, :] * T + t,
+                         mask=(offs_c[:, None] < C) & (offs_a[None, :] < A), other=0.0)
+            b1 = tl.load(w1 + g * A * I + offs_a[:, None] * I + offs_i[None, :],
+                         mask=(offs_a[:, None] < A) & (offs_i[None, :] < I), other=0.0)
+            inner += tl.dot(b2.to(acc.dtype), b1.to(acc.dtype), input_precision="ieee")
+        b3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
+                     mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0)
+        acc += tl.dot(b3.to(acc.dtype), inner, input_precision="ieee")
+    tl.store(out + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+             acc.to(out.dtype.element_ty), mask=(offs_o[:, None] < O) & (offs_i[None, :] < I))
+
+
+@triton.jit
+def cl_compose_bwd_w1_kernel(grad, w2, w3, dw1, A, I, C, O, T,
+                             BA: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr,
+                          ACC: tl.constexpr):
+    """``dW1[g] = sum_t W2[g, :, :, t]^T @ (W3[g]^T @ dW[g, :, :, t])``; taps reduced in-program."""
+    g, pid_a, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_a = pid_a * BA + tl.arange(0, BA)
+    offs_i = pid_i * BI + tl.arange(0, BI)
+    acc = tl.zeros((BA, BI), dtype=ACC)
+    for t in range(0, T):
+        for c0 in range(0, C, BC):
+            offs_c = c0 + tl.arange(0, BC)
+            inner = tl.zeros((BC, BI), dtype=acc.dtype)  # (W3^T @ dW_t) for this block of c
+            for o0 in range(0, O, BO):
+                offs_o = o0 + tl.arange(0, BO)
+                b3t = tl.load(w3 + g * O * C + offs_c[:, None] + offs_o[None, :] * C,
+                              mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
+                bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+                             mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+                inner += tl.dot(b3t.to(acc.dtype), bg.to(acc.dtype), input_precision="ieee")
+            b2t = tl.load(w2 + g * C * A * T + offs_a[:, None] * T + offs_c[None, :] * (A * T) + t,
+                          mask=(offs_a[:, None] < A) & (offs_c[None, :] < C), other=0.0)
+            acc += tl.dot(b2t.to(acc.dtype), inner, input_precision="ieee")
+    tl.store(dw1 + g * A * I + offs_a[:, None] * I + offs_i[None, :], acc.to(dw1.dtype.element_ty),
+             mask=(offs_a[:, None] < A) & (offs_i[None, :] < I))
+
+
+@triton.jit
+def cl_compose_bwd_w2_kernel(grad, w1, w3, dw2, A, I, C, O, T,
+                             BC: tl.constexpr, BA: tl.constexpr, BO: tl.constexpr, BI: tl.constexpr,
+                          ACC: tl.constexpr):
+    """``dW2[g, :, :, t] = W3[g]^T @ (dW[g, :, :, t] @ W1[g]^T)``."""
+    pid_gt, pid_c, pid_a = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    g, t = pid_gt // T, pid_gt % T
+    offs_c = pid_c * BC + tl.arange(0, BC)
+    offs_a = pid_a * BA + tl.arange(0, BA)
+    acc = tl.zeros((BC, BA), dtype=ACC)
+    for o0 in range(0, O, BO):
+        offs_o = o0 + tl.arange(0, BO)
+        inner = tl.zeros((BO, BA), dtype=acc.dtype)  # (dW_t @ W1^T) for this block of o
+        for i0 in range(0, I, BI):
+            offs_i = i0 + tl.arange(0, BI)
+            bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+                         mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+            b1t = tl.load(w1 + g * A * I + offs_i[:, None] + offs_a[None, :] * I,
+                          mask=(offs_i[:, None] < I) & (offs_a[None, :] < A), other=0.0)
+            inner += tl.dot(bg.to(acc.dtype), b1t.to(acc.dtype), input_precision="ieee")
+        b3t = tl.load(w3 + g * O * C + offs_c[:, None] + offs_o[None, :] * C,
+                      mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
+        acc += tl.dot(b3t.to(acc.dtype), inner, input_precision="ieee")
+    tl.store(dw2 + g * C * A * T + offs_c[:, None] * (A * T) + offs_a[None, :] * T + t,
+             acc.to(dw2.dtype.element_ty), mask=(offs_c[:, None] < C) & (offs_a[None, :] < A))
+
+
+@triton.jit
+def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
+                             BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BI: tl.constexpr,
+                          ACC: tl.constexpr):
+    """``dW3[g] = sum_t (dW[g, :, :, t] @ W1[g]^T) @ W2[g, :, :, t]^T``; taps reduced in-program."""
+    g, pid_o, pid_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_o = pid_o * BO + tl.arange(0, BO)
+    offs_c = pid_c * BC + tl.arange(0, BC)
+    acc = tl.zeros((BO, BC), dtype=ACC)
+    for t in range(0, T):
+        for a0 in range(0, A, BA):
+            offs_a = a0 + tl.arange(0, BA)
+            inner = tl.zeros((BO, BA), dtype=acc.dtype)  # (dW_t @ W1^T) for this block of a
+            for i0 in range(0, I, BI):
+                offs_i = i0 + tl.arange(0, BI)
+                bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+                             mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+                b1t = tl.load(w1 + g * A * I + offs_i[:, None] + offs_a[None, :] * I,
+                              mask=(offs_i[:, None] < I) & (offs_a[None, :] < A), other=0.0)
+                inner += tl.dot(bg.to(acc.dtype), b1t.to(acc.dtype), input_precision="ieee")
+            b2t = tl.load(w2 + g * C * A * T + offs_a[:, None] * T + offs_c[None, :] * (A * T) + t,
+                          mask=(offs_a[:, None] < A) & (offs_c[None, :] < C), other=0.0)
+            acc += tl.dot(inner, b2t.to(acc.dtype), input_precision="ieee")
+    tl.store(dw3 + g * O * C + offs_o[:, None] * C + offs_c[None, :], acc.to(dw3.dtype.element_ty),
+             mask=(offs_o[:, None] < O) & (offs_c[None, :] < C))
+
+
+@triton.jit
+def cl_bias_fold_kernel(w2, w3, b1, b2, b3, out, A, C, O, T,
+                        BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BT: tl.constexpr,
+                          ACC: tl.constexpr):
+    """``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]`` (a constant field through
+    the "valid" kxk sums its taps)."""
+    g, pid_o = tl.program_id(0), tl.program_id(1)
+    offs_o = pid_o * BO + tl.arange(0, BO)
+    offs_t = tl.arange(0, BT)
+    acc = tl.load(b3 + g * O + offs_o, mask=offs_o < O, other=0.0).to(ACC)
+    for c0 in range(0, C, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        inner = tl.load(b2 + g * C + offs_c, mask=offs_c < C, other=0.0).to(ACC)
+        for a0 in range(0, A, BA):
+            offs_a = a0 + tl.arange(0, BA)
+            vb1 = tl.load(b1 + g * A + offs_a, mask=offs_a < A, other=0.0).to(ACC)
+            for t0 in range(0, T, BT):
+                taps = t0 + offs_t
+                tile = tl.load(w2 + g * C * A * T + offs_c[:, None, None] * (A * T) + offs_a[None, :, None] * T
+                               + taps[None, None, :],
+                               mask=(offs_c[:, None, None] < C) & (offs_a[None, :, None] < A)
+                               & (taps[None, None, :] < T), other=0.0).to(ACC)
+                inner += tl.sum(tl.sum(tile, axis=2) * vb1[None, :], axis=1)
+        tile3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
+                        mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0).to(ACC)
+        acc += tl.sum(tile3 * inner[None, :], axis=1)
+    tl.store(out + g * O + offs_o, acc.to(out.dtype.element_ty), mask=offs_o < O)
