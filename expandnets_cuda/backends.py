@@ -202,6 +202,11 @@ def _triton_composer() -> Composer:
     return load_composer()
 
 
+def _triton_convolver() -> Convolver:
+    from .triton_backend import load_convolver
+    return load_convolver()
+
+
 def _not_in_this_build(what: str, how: str) -> Callable:
     def loader():
         raise BackendUnavailableError(f"{what} are not part of this version of expandnets_cuda; {how}")
@@ -211,8 +216,7 @@ def _not_in_this_build(what: str, how: str) -> Callable:
 register_composer("torch", _torch_composer)
 register_convolver("torch", _torch_convolver)
 register_composer("triton", _triton_composer)
-# Slots for kernels still to come: their modules replace these loaders when they land.
-register_convolver("triton", _not_in_this_build(
-    "the Triton convolution kernels", "use backend='triton+torch' (Triton composition, PyTorch convolution)"))
-register_composer("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton+torch'"))
-register_convolver("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton+torch'"))
+register_convolver("triton", _triton_convolver)
+# Slot for the CUDA C++ kernels: their module replaces these loaders when it lands.
+register_composer("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton'"))
+register_convolver("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton'"))

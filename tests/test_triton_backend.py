@@ -12,7 +12,7 @@ import python_ref as pr
 from helpers import REL_TOL, compare_units, twin
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
-from expandnets_cuda.triton_backend import ck_ops, cl_ops  # noqa: E402  (after the interpreter switch)
+from expandnets_cuda.triton_backend import ck_ops, cl_ops, conv_ops  # noqa: E402  (after the interpreter switch)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -65,23 +65,69 @@ def test_ck_fold_and_gradients(later_shape, earlier_shape):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+# (N, C, H, W, O, kernel, stride, padding, dilation, groups, bias, channels_last)
+CONV_CASES = {
+    "dense_3x3": (2, 3, 7, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, False),
+    "grouped_nonsquare_s2_d2": (1, 4, 9, 8, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, True, True),
+    "depthwise_s2": (2, 4, 7, 7, 4, (3, 3), (2, 2), (1, 1), (1, 1), 4, True, False),
+    "depthwise_dilated_nobias": (1, 4, 6, 5, 4, (3, 3), (1, 1), (1, 1), (2, 2), 4, False, True),
+    "depthwise_multiplier": (1, 2, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, True, False),
+    "pointwise_s2_grouped": (2, 3, 5, 5, 6, (1, 1), (2, 2), (0, 0), (1, 1), 3, False, False),
+    "k7_pad3_batch1": (1, 2, 6, 6, 3, (7, 7), (1, 1), (3, 3), (1, 1), 1, True, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv2d_kernels_and_gradients(case):
+    N, C, H, W, O, k, s, p, d, g, bias, channels_last = CONV_CASES[case]
+    dt = torch.float64
+    x = torch.randn(N, C, H, W, dtype=dt, device=DEVICE)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w = torch.randn(O, C // g, *k, dtype=dt, device=DEVICE, requires_grad=True)
+    b = torch.randn(O, dtype=dt, device=DEVICE, requires_grad=True) if bias else None
+    y = conv_ops.conv2d(x, w, b, list(s), list(p), list(d), g, True)
+    ref = torch.nn.functional.conv2d(x, w, b, s, p, d, g)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last or y.is_contiguous()
+    inputs, grad = [x, w] + ([b] if bias else []), torch.randn_like(ref)
+    for name, got, want in zip(("x", "w", "b"), _grads(y, inputs, grad), _grads(ref, inputs, grad)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=lambda m: f"{case} grad {name}: {m}")
+
+
+def test_conv2d_non_contiguous_input_float32():
+    x = torch.randn(2, 3, 6, 10, device=DEVICE)[..., ::2].requires_grad_(True)
+    assert not x.is_contiguous()
+    w = torch.randn(4, 3, 3, 3, device=DEVICE, requires_grad=True)
+    y = conv_ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1, True)
+    ref = torch.nn.functional.conv2d(x, w, None, 1, 1)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ref)
+    for got, want in zip(_grads(y, [x, w], grad), _grads(ref, [x, w], grad)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,dtype", [("triton+torch", torch.float64), ("triton", torch.float64),
+                                           ("triton", torch.float32)])
 @pytest.mark.parametrize("kwargs,shape", [
     (dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1, strategy="cl", rate=1.5), (2, 3, 7, 6)),
     (dict(in_channels=4, out_channels=4, kernel_size=3, padding=1, groups=4, strategy="cl", rate=2), (1, 4, 5, 5)),
     (dict(in_channels=2, out_channels=3, kernel_size=5, padding=2, dilation=2, strategy="ck", rate=2), (2, 2, 9, 8)),
 ])
-def test_fused_unit_with_triton_composition(kwargs, shape, dtype):
+def test_fused_unit_with_triton(kwargs, shape, backend, dtype):
     fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, dtype=torch.float64,
-                     device=DEVICE, backend="triton+torch")
+                     device=DEVICE, backend=backend)
     x = torch.randn(shape, dtype=torch.float64, device=DEVICE).contiguous(memory_format=torch.channels_last)
-    compare_units(fast.to(dtype), ref, x, REL_TOL[dtype], f"triton+torch {kwargs['strategy']} {dtype}")
+    compare_units(fast.to(dtype), ref, x, REL_TOL[dtype], f"{backend} {kwargs['strategy']} {dtype}")
 
 
-def test_fused_linear_with_triton_composition():
+@pytest.mark.parametrize("backend", ["triton+torch", "triton"])
+def test_fused_linear_with_triton(backend):
     fast, ref = twin(ec.FusedExpandLinear, pr.ExpandedLinear, 5, 3, rate=2, dtype=torch.float64,
-                     device=DEVICE, backend="triton+torch")
-    compare_units(fast, ref, torch.randn(4, 5, dtype=torch.float64, device=DEVICE), REL_TOL[torch.float64], "FC")
+                     device=DEVICE, backend=backend)
+    x = torch.randn(2, 4, 5, dtype=torch.float64, device=DEVICE)
+    compare_units(fast, ref, x, REL_TOL[torch.float64], f"FC {backend}")
 
 
 def test_ops_pass_opcheck():
@@ -90,11 +136,14 @@ def test_ops_pass_opcheck():
     torch.library.opcheck(cl_ops.cl_compose, (w1, w2, w3), test_utils=("test_schema", "test_faketensor"))
     later, earlier = torch.randn(1, 1, 3, 3, device=DEVICE), torch.randn(1, 1, 1, 1, device=DEVICE)
     torch.library.opcheck(ck_ops.ck_fold, (later, earlier), test_utils=("test_schema", "test_faketensor"))
+    x, w, b = torch.randn(1, 2, 3, 3, device=DEVICE), torch.randn(2, 1, 3, 3, device=DEVICE), torch.randn(2, device=DEVICE)
+    torch.library.opcheck(conv_ops.conv2d, (x, w, b, [1, 1], [1, 1], [1, 1], 2, True),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 def test_compile_fullgraph_with_triton_ops():
     torch._dynamo.reset()
-    unit = ec.FusedExpandConv2d(2, 3, 3, padding=1, rate=2, backend="triton+torch", device=DEVICE)
+    unit = ec.FusedExpandConv2d(2, 3, 3, padding=1, rate=2, backend="triton", device=DEVICE)
     x = torch.randn(1, 2, 5, 5, device=DEVICE)
     compiled = torch.compile(unit, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), unit(x), rtol=1e-5, atol=1e-5)
@@ -107,7 +156,24 @@ def test_compile_fullgraph_with_triton_ops():
 def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
     from expandnets_cuda.triton_backend import composer
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    unit = ec.FusedExpandConv2d(2, 3, 3, rate=2, backend="triton+torch")
+    unit = ec.FusedExpandConv2d(2, 3, 3, rate=2, backend="triton")
+    with pytest.raises(ec.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+        unit(torch.randn(1, 2, 5, 5))
     with pytest.raises(ec.BackendUnavailableError, match="TRITON_INTERPRET=1"):
         composer.compose_cl(unit.layers[0].weight, None, unit.layers[1].weight, None,
                             unit.layers[2].weight, None, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv2d_kernels_half_and_tf32_on_cuda(case, dtype):
+    """On a GPU: TF32/bf16/fp16 tensor-core paths within their tolerance of a float64 reference."""
+    N, C, H, W, O, k, s, p, d, g, bias, channels_last = CONV_CASES[case]
+    x = torch.randn(N, C, H, W, device="cuda", dtype=torch.float64)
+    w = torch.randn(O, C // g, *k, device="cuda", dtype=torch.float64)
+    b = torch.randn(O, device="cuda", dtype=torch.float64) if bias else None
+    y = conv_ops.conv2d(x.to(dtype), w.to(dtype), b.to(dtype) if bias else None, list(s), list(p), list(d), g, False)
+    ref = torch.nn.functional.conv2d(x, w, b, s, p, d, g)
+    tol = {torch.float32: 2e-3, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
+    assert ((y.double() - ref).norm() / ref.norm()).item() < tol

@@ -6,12 +6,22 @@ On a GPU they compile for the device; on a CPU they run under the Triton interpr
 from ..backends import BackendUnavailableError
 
 
-def load_composer():
+def _require_triton() -> None:
     try:
         import triton  # noqa: F401
     except ImportError as err:
         raise BackendUnavailableError(
             f"triton is not installed ({err}); `pip install triton` (on a CPU machine the kernels then run "
             "under TRITON_INTERPRET=1, for tests)") from err
+
+
+def load_composer():
+    _require_triton()
     from .composer import load_composer as load
+    return load()
+
+
+def load_convolver():
+    _require_triton()
+    from .convolver import load_convolver as load
     return load()

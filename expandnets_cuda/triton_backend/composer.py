@@ -14,7 +14,7 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _check_device(t: torch.Tensor) -> None:
+def check_device(t: torch.Tensor) -> None:
     if t.device.type != "cuda" and not interpreter_enabled():
         raise BackendUnavailableError(
             f"the Triton kernels need CUDA tensors (got {t.device}); on a CPU they run only under the "
@@ -22,7 +22,7 @@ def _check_device(t: torch.Tensor) -> None:
 
 
 def compose_cl(w1, b1, w2, b2, w3, b3, groups: int):
-    _check_device(w2)
+    check_device(w2)
     g = groups
     a, i = w1.shape[0] // g, w1.shape[1]
     c, _, kh, kw = w2.shape[0] // g, *w2.shape[1:]
@@ -45,7 +45,7 @@ def compose_fc(weights, biases):
 
 
 def compose_ck(weights, biases):
-    _check_device(weights[0])
+    check_device(weights[0])
     return composition.compose_ck(weights, biases, fold=ck_ops.ck_fold)
 
 
