@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
             cfg[key] = getattr(args, key)
     rates = [float(r) for r in _csv(args.rates)]
     strategies = _csv(args.strategies)
-    available = [n for n, info in ec.available_backends().items() if info.available and n != "reference"]
+    available = [pair.name for pair in ec.backends.candidate_pairs(device)]  # the fused pairs that run here
     backends = _csv(args.backends) if args.backends else available + ["auto"]
     env = report.environment(device)
     print(f"expandnets_cuda benchmark ({mode}) on {env['device']}, torch {env['torch']}, triton {env['triton']}; "

@@ -55,7 +55,4 @@ def native_backends(device_type: str = "cpu"):
     """Available fused backends that run natively on ``device_type`` (no Triton interpreter),
     plus ``auto``; the interpreted Triton kernels have their own, smaller test file."""
     import expandnets_cuda as ec
-    names = [n for n, info in ec.available_backends().items() if info.available]
-    if device_type != "cuda":
-        names = [n for n in names if "triton" not in n.split("+")]
-    return names + ["auto"]
+    return ["reference"] + [pair.name for pair in ec.backends.candidate_pairs(torch.device(device_type))] + ["auto"]

@@ -177,3 +177,18 @@ def test_conv2d_kernels_half_and_tf32_on_cuda(case, dtype):
     ref = torch.nn.functional.conv2d(x, w, b, s, p, d, g)
     tol = {torch.float32: 2e-3, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
     assert ((y.double() - ref).norm() / ref.norm()).item() < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "triton+torch", "torch+triton"])
+def test_autocast_bf16_on_cuda(backend):
+    """Under autocast the Triton convolution runs in bf16 and the composition stays float32."""
+    fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, 8, 16, 3, padding=1, rate=2, device="cuda",
+                     backend=backend)
+    x = torch.randn(4, 8, 12, 12, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = fast(x)
+        weight, _ = fast.composed_weight()
+    assert y.dtype == torch.bfloat16 and weight.dtype == torch.float32
+    expected = ref.double()(x.double())
+    assert ((y.double() - expected).norm() / expected.norm()).item() < REL_TOL[torch.bfloat16]
