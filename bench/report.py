@@ -93,7 +93,11 @@ def plot_slowdown(network_rows: List[dict], path: pathlib.Path, title: str) -> O
         curves.setdefault((r["model"], r["form"], r["variant"]), {})[r["rate"]] = 1 / r["throughput_vs_compact"]
     if not curves:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # e.g. a bare GPU image: the JSON still holds every figure
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
