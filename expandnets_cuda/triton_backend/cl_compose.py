@@ -13,8 +13,7 @@ import triton.language as tl
 
 @triton.jit
 def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
-                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr,
-                          ACC: tl.constexpr):
+                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, ACC: tl.constexpr):
     pid_gt, pid_o, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     g, t = pid_gt // T, pid_gt % T
     offs_o = pid_o * BO + tl.arange(0, BO)
@@ -39,8 +38,7 @@ def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
 
 @triton.jit
 def cl_compose_bwd_w1_kernel(grad, w2, w3, dw1, A, I, C, O, T,
-                             BA: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr,
-                          ACC: tl.constexpr):
+                             BA: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr):
     """``dW1[g] = sum_t W2[g, :, :, t]^T @ (W3[g]^T @ dW[g, :, :, t])``; taps reduced in-program."""
     g, pid_a, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_a = pid_a * BA + tl.arange(0, BA)
@@ -65,9 +63,23 @@ def cl_compose_bwd_w1_kernel(grad, w2, w3, dw1, A, I, C, O, T,
 
 
 @triton.jit
+def _grad_times_w1t(grad, w1, g, t, offs_o, offs_a, A, I, O, T, BI: tl.constexpr, ACC: tl.constexpr):
+    """Tile ``(dW[g, :, :, t] @ W1[g]^T)[offs_o, offs_a]``: the inner product both the dW2 and the
+    dW3 kernels chain, kept in registers."""
+    inner = tl.zeros((offs_o.shape[0], offs_a.shape[0]), dtype=ACC)
+    for i0 in range(0, I, BI):
+        offs_i = i0 + tl.arange(0, BI)
+        tile_g = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+                         mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+        tile_w1t = tl.load(w1 + g * A * I + offs_i[:, None] + offs_a[None, :] * I,
+                           mask=(offs_i[:, None] < I) & (offs_a[None, :] < A), other=0.0)
+        inner += tl.dot(tile_g.to(ACC), tile_w1t.to(ACC), input_precision="ieee")
+    return inner
+
+
+@triton.jit
 def cl_compose_bwd_w2_kernel(grad, w1, w3, dw2, A, I, C, O, T,
-                             BC: tl.constexpr, BA: tl.constexpr, BO: tl.constexpr, BI: tl.constexpr,
-                          ACC: tl.constexpr):
+                             BC: tl.constexpr, BA: tl.constexpr, BO: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr):
     """``dW2[g, :, :, t] = W3[g]^T @ (dW[g, :, :, t] @ W1[g]^T)``."""
     pid_gt, pid_c, pid_a = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     g, t = pid_gt // T, pid_gt % T
@@ -76,14 +88,7 @@ def cl_compose_bwd_w2_kernel(grad, w1, w3, dw2, A, I, C, O, T,
     acc = tl.zeros((BC, BA), dtype=ACC)
     for o0 in range(0, O, BO):
         offs_o = o0 + tl.arange(0, BO)
-        inner = tl.zeros((BO, BA), dtype=acc.dtype)  # (dW_t @ W1^T) for this block of o
-        for i0 in range(0, I, BI):
-            offs_i = i0 + tl.arange(0, BI)
-            bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
-                         mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
-            b1t = tl.load(w1 + g * A * I + offs_i[:, None] + offs_a[None, :] * I,
-                          mask=(offs_i[:, None] < I) & (offs_a[None, :] < A), other=0.0)
-            inner += tl.dot(bg.to(acc.dtype), b1t.to(acc.dtype), input_precision="ieee")
+        inner = _grad_times_w1t(grad, w1, g, t, offs_o, offs_a, A, I, O, T, BI, ACC)
         b3t = tl.load(w3 + g * O * C + offs_c[:, None] + offs_o[None, :] * C,
                       mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
         acc += tl.dot(b3t.to(acc.dtype), inner, input_precision="ieee")
@@ -93,8 +98,7 @@ def cl_compose_bwd_w2_kernel(grad, w1, w3, dw2, A, I, C, O, T,
 
 @triton.jit
 def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
-                             BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BI: tl.constexpr,
-                          ACC: tl.constexpr):
+                             BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr):
     """``dW3[g] = sum_t (dW[g, :, :, t] @ W1[g]^T) @ W2[g, :, :, t]^T``; taps reduced in-program."""
     g, pid_o, pid_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_o = pid_o * BO + tl.arange(0, BO)
@@ -103,14 +107,7 @@ def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
     for t in range(0, T):
         for a0 in range(0, A, BA):
             offs_a = a0 + tl.arange(0, BA)
-            inner = tl.zeros((BO, BA), dtype=acc.dtype)  # (dW_t @ W1^T) for this block of a
-            for i0 in range(0, I, BI):
-                offs_i = i0 + tl.arange(0, BI)
-                bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
-                             mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
-                b1t = tl.load(w1 + g * A * I + offs_i[:, None] + offs_a[None, :] * I,
-                              mask=(offs_i[:, None] < I) & (offs_a[None, :] < A), other=0.0)
-                inner += tl.dot(bg.to(acc.dtype), b1t.to(acc.dtype), input_precision="ieee")
+            inner = _grad_times_w1t(grad, w1, g, t, offs_o, offs_a, A, I, O, T, BI, ACC)
             b2t = tl.load(w2 + g * C * A * T + offs_a[:, None] * T + offs_c[None, :] * (A * T) + t,
                           mask=(offs_a[:, None] < A) & (offs_c[None, :] < C), other=0.0)
             acc += tl.dot(inner, b2t.to(acc.dtype), input_precision="ieee")
@@ -120,8 +117,7 @@ def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
 
 @triton.jit
 def cl_bias_fold_kernel(w2, w3, b1, b2, b3, out, A, C, O, T,
-                        BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BT: tl.constexpr,
-                          ACC: tl.constexpr):
+                        BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BT: tl.constexpr, ACC: tl.constexpr):
     """``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]`` (a constant field through
     the "valid" kxk sums its taps)."""
     g, pid_o = tl.program_id(0), tl.program_id(1)

@@ -92,7 +92,8 @@ def conv2d_wgrad_kernel(x, dy, dw_part, db_part, N, H, W, P, Q, KH, KW, SH, SW, 
         in_k = (offs_k < start + CHUNK) & (offs_k < NPQ)
         n, pq = offs_k // (P * Q), offs_k % (P * Q)
         p, q = pq // Q, pq % Q
-        tile_dy = tl.load(dy + n[None, :] * sdn + (g * OG + offs_m[:, None]) * sdc + p[None, :] * sdh + q[None, :] * sdw,
+        dy_offsets = n[None, :] * sdn + (g * OG + offs_m[:, None]) * sdc + p[None, :] * sdh + q[None, :] * sdw
+        tile_dy = tl.load(dy + dy_offsets,
                           mask=(offs_m[:, None] < OG) & in_k[None, :], other=0.0)
         h = p[:, None] * SH - PH + (tap // KW)[None, :] * DH
         wc = q[:, None] * SW - PW + (tap % KW)[None, :] * DW
@@ -148,7 +149,8 @@ def depthwise_dgrad_kernel(dy, w, dx, N, C, H, W, P, Q, KH, KW, SH, SW, PH, PW, 
         for kw in range(0, KW):
             hp, wp = h + PH - kh * DH, wc + PW - kw * DW
             hit = (hp >= 0) & (wp >= 0) & (hp % SH == 0) & (wp % SW == 0) & (hp // SH < P) & (wp // SW < Q)
-            tile_dy = tl.load(dy + n[:, None] * sdn + offs_c[None, :] * sdc + ((hp // SH) * sdh + (wp // SW) * sdw)[:, None],
+            pixel = (hp // SH) * sdh + (wp // SW) * sdw
+            tile_dy = tl.load(dy + n[:, None] * sdn + offs_c[None, :] * sdc + pixel[:, None],
                               mask=valid & hit[:, None], other=0.0)
             tap_w = tl.load(w + offs_c * (KH * KW) + kh * KW + kw, mask=offs_c < C, other=0.0)
             acc += tile_dy.to(ACC) * tap_w.to(ACC)[None, :]
@@ -187,7 +189,8 @@ def depthwise_wgrad_kernel(x, dy, dw_part, db_part, N, C, H, W, P, Q, KH, KW, SH
             offs_m = m0 + tl.arange(0, BM)
             in_m = (offs_m < start + CHUNK) & (offs_m < NPQ)
             n, pq = offs_m // (P * Q), offs_m % (P * Q)
-            tile_dy = tl.load(dy + n[:, None] * sdn + offs_c[None, :] * sdc + ((pq // Q) * sdh + (pq % Q) * sdw)[:, None],
+            pixel = (pq // Q) * sdh + (pq % Q) * sdw
+            tile_dy = tl.load(dy + n[:, None] * sdn + offs_c[None, :] * sdc + pixel[:, None],
                               mask=in_m[:, None] & (offs_c[None, :] < C), other=0.0)
             bias_acc += tl.sum(tile_dy.to(ACC), axis=0)
         tl.store(db_part + split * C + offs_c, bias_acc, mask=offs_c < C)

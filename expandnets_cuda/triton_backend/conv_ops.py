@@ -93,7 +93,7 @@ def conv2d_backward(dy: Tensor, x: Tensor, w: Tensor, has_bias: bool, stride: Li
         depthwise_dgrad_kernel[(triton.cdiv(N * H * W, BM), triton.cdiv(C, BC))](
             dy, w, dx, N, C, H, W, P, Q, *geometry, *dy.stride(), *dx.stride(), BM=BM, BC=BC, ACC=acc)
         splits, chunk = _splits(N * P * Q, BM)
-        dw_part = torch.empty((splits, C * KH * KW), device=x.device, dtype=torch.float64 if acc_is64(x) else torch.float32)
+        dw_part = torch.empty((splits, C * KH * KW), device=x.device, dtype=_partial_dtype(x))
         db_part = torch.empty((splits, C), device=x.device, dtype=dw_part.dtype)
         depthwise_wgrad_kernel[(triton.cdiv(C, BC), splits)](
             x, dy, dw_part, db_part, N, C, H, W, P, Q, *geometry, chunk, *x.stride(), *dy.stride(),
@@ -106,8 +106,7 @@ def conv2d_backward(dy: Tensor, x: Tensor, w: Tensor, has_bias: bool, stride: Li
             BM=BM, BN=BN, BK=BK, ACC=acc, PRECISION=precision)
         BM, BN, BK = block(OG), block(CG * KH * KW, 64), 32
         splits, chunk = _splits(N * P * Q, BK)
-        dw_part = torch.empty((splits, O * CG * KH * KW), device=x.device,
-                              dtype=torch.float64 if acc_is64(x) else torch.float32)
+        dw_part = torch.empty((splits, O * CG * KH * KW), device=x.device, dtype=_partial_dtype(x))
         db_part = torch.empty((splits, O), device=x.device, dtype=dw_part.dtype)
         conv2d_wgrad_kernel[(triton.cdiv(OG, BM), triton.cdiv(CG * KH * KW, BN), groups * splits)](
             x, dy, dw_part, db_part, N, H, W, P, Q, *geometry, CG, OG, O, chunk, splits,
@@ -117,8 +116,9 @@ def conv2d_backward(dy: Tensor, x: Tensor, w: Tensor, has_bias: bool, stride: Li
     return dx, dw, db
 
 
-def acc_is64(x: Tensor) -> bool:
-    return x.dtype == torch.float64
+def _partial_dtype(x: Tensor) -> torch.dtype:
+    """Partial weight-gradient sums keep the accumulator's precision until the final reduction."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 @conv2d_backward.register_fake
