@@ -73,10 +73,21 @@ class FusedUnit(nn.Module):
         return weights, biases
 
     def _composed(self, composer: backends.Composer, device_type: str) -> Tuple[Tensor, Optional[Tensor]]:
+        # Without autograd (evaluation), the composed weight is reused until a parameter changes:
+        # every in-place update (optimizer step, load_state_dict) bumps the tensors' version.
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cacheable:
+            key = (composer.name, device_type, *((p.data_ptr(), p._version) for p in self.parameters()))
+            cached = self.__dict__.get("_composed_cache")
+            if cached is not None and cached[0] == key:
+                return cached[1]
         # Autocast off: the composition is a chain of GEMMs whose rounding would compound.
         with torch.autocast(device_type=device_type, enabled=False):
             weights, biases = self._params(compose_dtype(self.layers[0].weight.dtype))
-            return self._compose_with(composer, weights, biases)
+            composed = self._compose_with(composer, weights, biases)
+        if cacheable:
+            self.__dict__["_composed_cache"] = (key, composed)
+        return composed
 
     def _compose_with(self, composer, weights, biases):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -127,3 +127,23 @@ def test_compose_cl_every_order_matches_reference(m, n, a, c, k, g, order):
     ref_w, ref_b = pr.contract_cl([w1, w2, w3], [b1, b2, b3], g)
     torch.testing.assert_close(weight, ref_w, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(bias, ref_b, rtol=1e-12, atol=1e-12)
+
+
+def test_evaluation_reuses_the_composed_weight_until_a_parameter_changes(monkeypatch):
+    fast, ref, shape = make_twins("cl_k3", "torch")
+    x = torch.randn(shape, dtype=torch.float64)
+    calls = []
+    original = fast._compose_with
+    monkeypatch.setattr(fast, "_compose_with", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        first = fast(x)
+        assert torch.equal(fast(x), first) and len(calls) == 1
+        fast.layers[1].weight.mul_(1.5)  # an in-place update, as an optimizer step does
+        ref.layers[1].weight.mul_(1.5)
+        assert_rel_close(fast(x), ref(x), REL_TOL[torch.float64], "after an in-place update")
+        assert len(calls) == 2
+        fast.load_state_dict(ref.state_dict())
+        fast(x)
+        assert len(calls) == 3
+    fast(x)  # with autograd on, always composed afresh (the graph must reach the parameters)
+    assert len(calls) == 4
