@@ -5,6 +5,7 @@ import datetime
 import json
 import pathlib
 import platform
+import re
 import sys
 from typing import Dict, List, Optional
 
@@ -77,6 +78,11 @@ def format_network_rows(rows: List[dict]) -> str:
                      f"{(f'{paper:.2f}' if paper and r['variant'] == 'unfused' else ''):>8} {r['params']:>10,} "
                      f"{r['saved_bytes'] / 2**20:9.2f}")
     return "\n".join(lines)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a device name."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def write_json(path: pathlib.Path, record: dict) -> None:

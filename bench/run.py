@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import pathlib
-import re
 import sys
 from typing import List, Optional
 
@@ -79,9 +78,8 @@ def _progress(total: int, disable: bool):
 
 
 def default_out(device_name: str, on_gpu: bool) -> pathlib.Path:
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     folder = report.REPO / "bench" / "results" / ("" if on_gpu else "local")
-    return folder / f"{slug}-{datetime.date.today().isoformat()}-bench.json"
+    return folder / f"{report.slug(device_name)}-{datetime.date.today().isoformat()}-bench.json"
 
 
 def main(argv=None) -> dict:

@@ -68,3 +68,15 @@ def test_paper_ratio_lookup():
         assert ratio == pytest.approx(64651.81 / 147822.51)
     else:
         assert ratio is None
+
+
+def test_kernel_bench_tiny(tmp_path):
+    from bench.kernels import main as kernels_main
+    out = tmp_path / "kernels.json"
+    record = kernels_main(["--device", "cpu", "--models", "smallnet7", "--rates", "2", "--batch", "2",
+                           "--min-run-time", "0.005", "--out", str(out)])
+    kinds = {(r["kind"], r["impl"]) for r in record["rows"]}
+    assert kinds == {("conv", "aten"), ("conv", "torch"), ("compose", "torch")}
+    compose = [r for r in record["rows"] if r["kind"] == "compose"]
+    assert {r["strategy"] for r in compose} == {"cl", "ck"} and all(r["fwd_bwd_us"] > 0 for r in compose)
+    assert json.loads(out.read_text())["rows"] == record["rows"]
