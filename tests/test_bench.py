@@ -80,3 +80,11 @@ def test_kernel_bench_tiny(tmp_path):
     compose = [r for r in record["rows"] if r["kind"] == "compose"]
     assert {r["strategy"] for r in compose} == {"cl", "ck"} and all(r["fwd_bwd_us"] > 0 for r in compose)
     assert json.loads(out.read_text())["rows"] == record["rows"]
+
+
+def test_train_epochs_bench_tiny(tmp_path):
+    from bench.train_epochs import RUNS, main as epochs_main
+    record = epochs_main(["--device", "cpu", "--epochs", "1", "--train-limit", "32", "--batch", "16",
+                          "--out", str(tmp_path / "epochs.json")])
+    assert [r["run"] for r in record["rows"]] == [label for label, _, _ in RUNS]
+    assert all(r["median_epoch_s"] > 0 for r in record["rows"]) and record["rows"][0]["vs_compact"] == 1.0
