@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_session_out}
 mkdir -p "$OUT"
 # .gpu_deps: the carried test tools (scripts/gpu_deps.sh), when the image lacks them.
-export PYTHONPATH=$PWD${PWD:+:$PWD/.gpu_deps}${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD:$PWD/.gpu_deps${PYTHONPATH:+:$PYTHONPATH}
 status=0
 step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember failures, keep going
   local name=$1; shift
