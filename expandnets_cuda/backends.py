@@ -207,16 +207,19 @@ def _triton_convolver() -> Convolver:
     return load_convolver()
 
 
-def _not_in_this_build(what: str, how: str) -> Callable:
-    def loader():
-        raise BackendUnavailableError(f"{what} are not part of this version of expandnets_cuda; {how}")
-    return loader
+def _cuda_composer() -> Composer:
+    from .cuda_backend import load_composer
+    return load_composer()
+
+
+def _cuda_convolver() -> Convolver:
+    from .cuda_backend import load_convolver
+    return load_convolver()
 
 
 register_composer("torch", _torch_composer)
 register_convolver("torch", _torch_convolver)
 register_composer("triton", _triton_composer)
 register_convolver("triton", _triton_convolver)
-# Slot for the CUDA C++ kernels: their module replaces these loaders when it lands.
-register_composer("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton'"))
-register_convolver("cuda", _not_in_this_build("the CUDA kernels", "use backend='torch' or 'triton'"))
+register_composer("cuda", _cuda_composer)
+register_convolver("cuda", _cuda_convolver)

@@ -1,0 +1,344 @@
+// The torch binding of the CUDA kernels: defines the expandnets::cuda_* ops, checks every argument
+// with a clear message, allocates the outputs and runs the launchers of csrc/expandnets/ on the
+// current CUDA stream. Fake (meta) implementations and autograd are registered from Python
+// (expandnets_cuda/cuda_backend/), next to the Triton ops that share the namespace.
+#include <Python.h>
+
+#include <optional>
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "expandnets/compose.h"
+#include "expandnets/conv.h"
+
+namespace {
+
+using at::Tensor;
+using expandnets::CkShape;
+using expandnets::ClShape;
+using expandnets::ConvShape;
+using expandnets::Strides4;
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// f(Tag<T>{}) with T the kernels' scalar type for t's dtype: float32/float64 for the composition.
+template <typename F>
+void dispatch_compose(const char* op, const Tensor& t, F&& f) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return f(Tag<float>{});
+    case at::kDouble: return f(Tag<double>{});
+    default:
+      TORCH_CHECK(false, op, ": the composition runs in float32 or float64, got ", t.scalar_type(),
+                  "; cast the weights first");
+  }
+}
+
+// ... and float32/float64/float16/bfloat16 for the convolution.
+template <typename F>
+void dispatch_conv(const char* op, const Tensor& t, F&& f) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return f(Tag<float>{});
+    case at::kDouble: return f(Tag<double>{});
+    case at::kHalf: return f(Tag<__half>{});
+    case at::kBFloat16: return f(Tag<__nv_bfloat16>{});
+    default:
+      TORCH_CHECK(false, op, ": supported dtypes are float32, float64, float16 and bfloat16, got ", t.scalar_type());
+  }
+}
+
+template <typename T>
+const T* in(const Tensor& t) {
+  return static_cast<const T*>(t.const_data_ptr());
+}
+
+template <typename T>
+T* out(Tensor& t) {
+  return static_cast<T*>(t.mutable_data_ptr());
+}
+
+void check_launch(const char* op, cudaError_t err) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err),
+              err == cudaErrorInvalidConfiguration ? " (a dimension exceeds the kernels' grid limits)" : "");
+}
+
+// Same device and dtype as `like`, on CUDA, with the given number of dimensions.
+void check_tensor(const char* op, const char* name, const Tensor& t, const Tensor& like, int64_t dim) {
+  TORCH_CHECK(t.is_cuda(), op, ": ", name, " must be a CUDA tensor, got one on ", t.device());
+  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " is on ", t.device(), " but the other arguments are on ",
+              like.device());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+              " but the other arguments have ", like.scalar_type());
+  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D, got shape ", t.sizes());
+}
+
+void check_contiguous(const char* op, const char* name, const Tensor& t) {
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (call .contiguous() first); got strides ",
+              t.strides());
+}
+
+void check_weight(const char* op, const char* name, const Tensor& t, const Tensor& like, int64_t dim) {
+  check_tensor(op, name, t, like, dim);
+  check_contiguous(op, name, t);
+}
+
+void check_shape(const char* op, const char* name, const Tensor& t, at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", expected, ", got ", t.sizes());
+}
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// --- composition -------------------------------------------------------------------------------
+
+// w1 (G, A, I), w2 (G, C, A, T), w3 (G, O, C).
+ClShape cl_shape(const char* op, const Tensor& w1, const Tensor& w2, const Tensor& w3) {
+  check_weight(op, "w1", w1, w2, 3);
+  check_weight(op, "w2", w2, w2, 4);
+  check_weight(op, "w3", w3, w2, 3);
+  const int64_t groups = w1.size(0), a = w1.size(1), i = w1.size(2);
+  TORCH_CHECK(w2.size(0) == groups && w2.size(2) == a, op, ": w2 must be (groups, c, a, taps) with groups=", groups,
+              " and a=", a, " as in w1 ", w1.sizes(), ", got ", w2.sizes());
+  const int64_t c = w2.size(1), taps = w2.size(3);
+  TORCH_CHECK(w3.size(0) == groups && w3.size(2) == c, op, ": w3 must be (groups, o, c) with groups=", groups,
+              " and c=", c, " as in w2 ", w2.sizes(), ", got ", w3.sizes());
+  return {groups, a, i, c, w3.size(1), taps};
+}
+
+Tensor cl_compose(const Tensor& w1, const Tensor& w2, const Tensor& w3) {
+  constexpr const char* op = "expandnets::cuda_cl_compose";
+  const ClShape s = cl_shape(op, w1, w2, w3);
+  Tensor w = at::empty({s.groups, s.o, s.i, s.taps}, w2.options());
+  const c10::cuda::CUDAGuard guard(w2.device());
+  dispatch_compose(op, w2, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_launch(op,
+                 expandnets::cl_compose_forward<T>(in<T>(w1), in<T>(w2), in<T>(w3), out<T>(w), s, current_stream()));
+  });
+  return w;
+}
+
+std::tuple<Tensor, Tensor, Tensor> cl_compose_backward(const Tensor& grad, const Tensor& w1, const Tensor& w2,
+                                                       const Tensor& w3) {
+  constexpr const char* op = "expandnets::cuda_cl_compose_backward";
+  const ClShape s = cl_shape(op, w1, w2, w3);
+  check_weight(op, "grad", grad, w2, 4);
+  check_shape(op, "grad", grad, {s.groups, s.o, s.i, s.taps});
+  Tensor dw1 = at::empty(w1.sizes(), w1.options()), dw2 = at::empty(w2.sizes(), w2.options());
+  Tensor dw3 = at::empty(w3.sizes(), w3.options());
+  const c10::cuda::CUDAGuard guard(w2.device());
+  dispatch_compose(op, w2, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_launch(op, expandnets::cl_compose_backward<T>(in<T>(grad), in<T>(w1), in<T>(w2), in<T>(w3), out<T>(dw1),
+                                                        out<T>(dw2), out<T>(dw3), s, current_stream()));
+  });
+  return {dw1, dw2, dw3};
+}
+
+// w2 (G, C, A, T), w3 (G, O, C), b1 (G, A), b2 (G, C), b3 (G, O) -> (G, O).
+Tensor cl_bias_fold(const Tensor& w2, const Tensor& w3, const Tensor& b1, const Tensor& b2, const Tensor& b3) {
+  constexpr const char* op = "expandnets::cuda_cl_bias_fold";
+  check_weight(op, "w2", w2, w2, 4);
+  check_weight(op, "w3", w3, w2, 3);
+  const int64_t groups = w2.size(0), c = w2.size(1), a = w2.size(2), taps = w2.size(3), o = w3.size(1);
+  check_shape(op, "w3", w3, {groups, o, c});
+  const auto check_bias = [&](const char* name, const Tensor& b, int64_t n) {
+    check_weight(op, name, b, w2, 2);
+    check_shape(op, name, b, {groups, n});
+  };
+  check_bias("b1", b1, a);
+  check_bias("b2", b2, c);
+  check_bias("b3", b3, o);
+  Tensor bias = at::empty({groups, o}, w2.options());
+  const ClShape s{groups, a, 0, c, o, taps};
+  const c10::cuda::CUDAGuard guard(w2.device());
+  dispatch_compose(op, w2, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_launch(op, expandnets::cl_bias_fold<T>(in<T>(w2), in<T>(w3), in<T>(b1), in<T>(b2), in<T>(b3), out<T>(bias),
+                                                 s, current_stream()));
+  });
+  return bias;
+}
+
+// later (O, C, a, a2), earlier (C, I, b, b2).
+CkShape ck_shape(const char* op, const Tensor& later, const Tensor& earlier) {
+  check_weight(op, "later", later, later, 4);
+  check_weight(op, "earlier", earlier, later, 4);
+  TORCH_CHECK(earlier.size(0) == later.size(1), op, ": earlier must have as many output channels (", earlier.size(0),
+              ") as later has input channels (", later.size(1), "); later ", later.sizes(), ", earlier ",
+              earlier.sizes());
+  return {later.size(0), later.size(1), earlier.size(1), later.size(2), later.size(3), earlier.size(2),
+          earlier.size(3)};
+}
+
+Tensor ck_fold(const Tensor& later, const Tensor& earlier) {
+  constexpr const char* op = "expandnets::cuda_ck_fold";
+  const CkShape s = ck_shape(op, later, earlier);
+  Tensor kernel = at::empty({s.o, s.i, s.a + s.b - 1, s.a2 + s.b2 - 1}, later.options());
+  const c10::cuda::CUDAGuard guard(later.device());
+  dispatch_compose(op, later, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_launch(op, expandnets::ck_fold_forward<T>(in<T>(later), in<T>(earlier), out<T>(kernel), s, current_stream()));
+  });
+  return kernel;
+}
+
+std::tuple<Tensor, Tensor> ck_fold_backward(const Tensor& grad, const Tensor& later, const Tensor& earlier) {
+  constexpr const char* op = "expandnets::cuda_ck_fold_backward";
+  const CkShape s = ck_shape(op, later, earlier);
+  check_weight(op, "grad", grad, later, 4);
+  check_shape(op, "grad", grad, {s.o, s.i, s.a + s.b - 1, s.a2 + s.b2 - 1});
+  Tensor d_later = at::empty(later.sizes(), later.options()), d_earlier = at::empty(earlier.sizes(), earlier.options());
+  const c10::cuda::CUDAGuard guard(later.device());
+  dispatch_compose(op, later, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_launch(op, expandnets::ck_fold_backward<T>(in<T>(grad), in<T>(later), in<T>(earlier), out<T>(d_later),
+                                                     out<T>(d_earlier), s, current_stream()));
+  });
+  return {d_later, d_earlier};
+}
+
+// --- convolution -------------------------------------------------------------------------------
+
+Strides4 strides_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+// A new tensor in x's memory format (channels_last stays channels_last), as the fake impl says.
+Tensor empty_like_layout(const Tensor& x, at::IntArrayRef sizes) {
+  const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  return at::empty(sizes, x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                  : at::MemoryFormat::Contiguous));
+}
+
+ConvShape conv_shape(const char* op, const Tensor& x, const Tensor& w, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_tensor(op, "x", x, x, 4);
+  check_weight(op, "weight", w, x, 4);
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, op,
+              ": stride, padding and dilation need 2 entries each, got ", stride, ", ", padding, ", ", dilation);
+  TORCH_CHECK(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
+                  padding[1] >= 0,
+              op, ": stride and dilation must be >= 1 and padding >= 0, got stride ", stride, ", padding ", padding,
+              ", dilation ", dilation);
+  TORCH_CHECK(groups >= 1 && groups <= 65535, op, ": groups must be in [1, 65535], got ", groups);
+  TORCH_CHECK(x.size(1) % groups == 0 && w.size(0) % groups == 0 && w.size(1) * groups == x.size(1), op,
+              ": weight ", w.sizes(), " with groups=", groups, " does not fit an input with ", x.size(1), " channels");
+  const int64_t span_h = x.size(2) + 2 * padding[0] - dilation[0] * (w.size(2) - 1) - 1;
+  const int64_t span_w = x.size(3) + 2 * padding[1] - dilation[1] * (w.size(3) - 1) - 1;
+  TORCH_CHECK(span_h >= 0 && span_w >= 0, op, ": the padded input ", x.sizes(), " (padding ", padding,
+              ") is smaller than the dilated kernel ", w.sizes(), " (dilation ", dilation, ")");
+  ConvShape s;
+  s.batch = x.size(0);
+  s.channels = x.size(1);
+  s.height = x.size(2);
+  s.width = x.size(3);
+  s.out_channels = w.size(0);
+  s.out_height = span_h / stride[0] + 1;
+  s.out_width = span_w / stride[1] + 1;
+  s.kernel_h = w.size(2);
+  s.kernel_w = w.size(3);
+  s.stride_h = stride[0];
+  s.stride_w = stride[1];
+  s.pad_h = padding[0];
+  s.pad_w = padding[1];
+  s.dilation_h = dilation[0];
+  s.dilation_w = dilation[1];
+  s.groups = groups;
+  return s;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b, at::IntArrayRef stride,
+              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool exact) {
+  constexpr const char* op = "expandnets::cuda_conv2d";
+  const ConvShape s = conv_shape(op, x, w, stride, padding, dilation, groups);
+  if (b.has_value()) {
+    check_weight(op, "bias", *b, x, 1);
+    check_shape(op, "bias", *b, {s.out_channels});
+  }
+  Tensor y = empty_like_layout(x, {s.batch, s.out_channels, s.out_height, s.out_width});
+  const c10::cuda::CUDAGuard guard(x.device());
+  dispatch_conv(op, x, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_launch(op, expandnets::conv2d_forward<T>(in<T>(x), strides_of(x), in<T>(w), b ? in<T>(*b) : nullptr,
+                                                   out<T>(y), strides_of(y), s, !exact, current_stream()));
+  });
+  return y;
+}
+
+// (dx, dweight, dbias); dbias is empty when the convolution has no bias.
+std::tuple<Tensor, Tensor, Tensor> conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool has_bias,
+                                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                                   at::IntArrayRef dilation, int64_t groups, bool exact) {
+  constexpr const char* op = "expandnets::cuda_conv2d_backward";
+  const ConvShape s = conv_shape(op, x, w, stride, padding, dilation, groups);
+  check_tensor(op, "grad", dy, x, 4);
+  check_shape(op, "grad", dy, {s.batch, s.out_channels, s.out_height, s.out_width});
+  Tensor dx = empty_like_layout(x, x.sizes());
+  Tensor dw = at::empty(w.sizes(), w.options());
+  Tensor db = at::empty({has_bias ? s.out_channels : 0}, x.options());
+  const c10::cuda::CUDAGuard guard(x.device());
+  dispatch_conv(op, x, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const cudaStream_t stream = current_stream();
+    check_launch(op, expandnets::conv2d_input_grad<T>(in<T>(dy), strides_of(dy), in<T>(w), out<T>(dx), strides_of(dx),
+                                                      s, !exact, stream));
+    Tensor workspace = at::empty({int64_t(expandnets::conv2d_weight_grad_workspace_bytes<T>(s))},
+                                 x.options().dtype(at::kByte));
+    check_launch(op, expandnets::conv2d_weight_grad<T>(in<T>(x), strides_of(x), in<T>(dy), strides_of(dy), out<T>(dw),
+                                                       has_bias ? out<T>(db) : nullptr, workspace.mutable_data_ptr(),
+                                                       s, !exact, stream));
+  });
+  return {dx, dw, db};
+}
+
+}  // namespace
+
+// `import expandnets_cuda._C` loads this library; the registrations below run as it loads.
+PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT,
+                               "_C",
+                               "CUDA kernels of expandnets_cuda; the ops live under torch.ops.expandnets.cuda_*",
+                               -1,
+                               nullptr,
+                               nullptr,
+                               nullptr,
+                               nullptr,
+                               nullptr};
+  return PyModule_Create(&module);
+}
+
+// Fragments: the Triton backend defines its ops in the same namespace from Python. Each block
+// names the Python module holding its ops' fake impls, which torch imports when it needs them.
+TORCH_LIBRARY_FRAGMENT(expandnets, m) {
+  m.set_python_module("expandnets_cuda.cuda_backend.compose_ops");
+  m.def("cuda_cl_compose(Tensor w1, Tensor w2, Tensor w3) -> Tensor");
+  m.def("cuda_cl_compose_backward(Tensor grad, Tensor w1, Tensor w2, Tensor w3) -> (Tensor, Tensor, Tensor)");
+  m.def("cuda_cl_bias_fold(Tensor w2, Tensor w3, Tensor b1, Tensor b2, Tensor b3) -> Tensor");
+  m.def("cuda_ck_fold(Tensor later, Tensor earlier) -> Tensor");
+  m.def("cuda_ck_fold_backward(Tensor grad, Tensor later, Tensor earlier) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_FRAGMENT(expandnets, m) {
+  m.set_python_module("expandnets_cuda.cuda_backend.conv_ops");
+  m.def("cuda_conv2d(Tensor x, Tensor w, Tensor? b, int[] stride, int[] padding, int[] dilation, int groups, "
+        "bool exact) -> Tensor");
+  m.def("cuda_conv2d_backward(Tensor grad, Tensor x, Tensor w, bool has_bias, int[] stride, int[] padding, "
+        "int[] dilation, int groups, bool exact) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(expandnets, CUDA, m) {
+  m.impl("cuda_cl_compose", &cl_compose);
+  m.impl("cuda_cl_compose_backward", &cl_compose_backward);
+  m.impl("cuda_cl_bias_fold", &cl_bias_fold);
+  m.impl("cuda_ck_fold", &ck_fold);
+  m.impl("cuda_ck_fold_backward", &ck_fold_backward);
+  m.impl("cuda_conv2d", &conv2d);
+  m.impl("cuda_conv2d_backward", &conv2d_backward);
+}

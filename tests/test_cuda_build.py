@@ -1,0 +1,53 @@
+"""Cheap checks that the CUDA build stays wired up: every kernel source is compiled by CI's nvcc
+check (scripts/build_cuda_check.sh, run from .ci/run before the tests), by setup.py and by CMake,
+and no kernel depends on torch headers (CI compiles them with nvcc alone)."""
+import pathlib
+import re
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KERNEL_SOURCES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "csrc").glob("*.cu"))
+
+
+def test_there_are_kernel_sources():
+    assert KERNEL_SOURCES, "no csrc/*.cu files"
+
+
+def test_build_check_covers_every_kernel_source():
+    listed = subprocess.run(["bash", "scripts/build_cuda_check.sh", "--list"], cwd=ROOT, check=True,
+                            capture_output=True, text=True, timeout=60).stdout.split()
+    assert listed == KERNEL_SOURCES
+
+
+def test_ci_compiles_kernels_before_the_tests():
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+             if line.strip().startswith("bash scripts/")]
+    assert steps.index("bash scripts/build_cuda_check.sh") < steps.index("bash scripts/run_tests.sh")
+
+
+def test_setup_and_cmake_glob_the_kernel_sources():
+    assert 'glob.glob(os.path.join(HERE, "csrc", "*.cu"))' in (ROOT / "setup.py").read_text()
+    assert "csrc/*.cu" in (ROOT / "CMakeLists.txt").read_text()
+
+
+def test_kernels_include_no_torch_headers():
+    pattern = re.compile(r'#include\s*[<"](torch|ATen|c10|pybind11|Python)\b')
+    kernel_files = [*(ROOT / "csrc").glob("*.cu"), *(ROOT / "csrc" / "expandnets").iterdir()]
+    offenders = [p.name for p in kernel_files if pattern.search(p.read_text())]
+    assert not offenders, f"kernel files must compile with nvcc alone: {offenders}"
+
+
+def test_every_launcher_is_instantiated_for_its_dtypes():
+    """Each launcher declared in compose.h/conv.h is instantiated in one small file per dtype."""
+    expected = {"compose": {"float", "double"}, "conv": {"float", "double", "__half", "__nv_bfloat16"}}
+    for header, dtypes in expected.items():
+        declared = re.findall(r"^\w[\w:]*\s+(\w+)\(", (ROOT / "csrc" / "expandnets" / f"{header}.h").read_text(),
+                              re.M)
+        assert declared, header
+        seen = set()
+        for path in (ROOT / "csrc").glob(f"{header}_*.cu"):
+            text = path.read_text()
+            seen.update(re.findall(r"using T = (\w+);", text))
+            missing = [name for name in declared if f"{name}<T>(" not in text]
+            assert not missing, f"{path.name} does not instantiate {missing}"
+        assert seen == dtypes, header
