@@ -20,7 +20,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-import expandnets_cuda as ec  # noqa: E402
 from expandnets_cuda import backends  # noqa: E402
 from expandnets_cuda.timing import median_seconds  # noqa: E402
 from python_ref import ConvUnitSpec, build_conv_layers, layer_params  # noqa: E402

@@ -14,7 +14,7 @@ import argparse
 import datetime
 import pathlib
 import sys
-from typing import List, Optional
+from typing import List
 
 import torch
 
