@@ -1,5 +1,4 @@
 """DDP over two gloo processes on CPU gives the same gradients as one process on the whole batch."""
-import os
 
 import torch
 import torch.distributed as dist
