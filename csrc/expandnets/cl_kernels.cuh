@@ -9,6 +9,22 @@
 namespace expandnets {
 namespace detail {
 
+// (dW_t @ W1^T)[o0 + r, a0 + c]: the intermediate that both the dW2 and the dW3 kernels chain.
+template <typename T>
+__device__ __forceinline__ void grad_times_w1t(T (&part)[2][2], SmemTile<T>& lhs, SmemTile<T>& rhs, const T* dW,
+                                               const T* W1, int64_t o0, int64_t a0, int64_t t, const ClShape& s) {
+  tile_gemm(
+      part, lhs, rhs, s.i,
+      [&](int r, int64_t i) {
+        const int64_t o = o0 + r;
+        return o < s.o && i < s.i ? dW[(o * s.i + i) * s.taps + t] : T(0);
+      },
+      [&](int64_t i, int c) {
+        const int64_t a = a0 + c;
+        return i < s.i && a < s.a ? W1[a * s.i + i] : T(0);
+      });
+}
+
 // One block per (group, tap) and 32x32 tile of W[g, :, :, t]:
 // W = sum over blocks of c of W3[:, c] @ (sum over blocks of a of W2_t[c, a] @ W1[a, :]).
 template <typename T>
@@ -24,27 +40,20 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
   T acc[2][2] = {};
   for (int64_t c0 = 0; c0 < s.c; c0 += kTile) {
     T part[2][2] = {};  // (W2_t @ W1)[c0 + r, i0 + col]
-    for (int64_t a0 = 0; a0 < s.a; a0 += kTile) {
-      fill_tile(lhs, [&](int r, int col) {
-        const int64_t c = c0 + r, a = a0 + col;
-        return c < s.c && a < s.a ? W2[(c * s.a + a) * s.taps + t] : T(0);
-      });
-      fill_tile(rhs, [&](int r, int col) {
-        const int64_t a = a0 + r, i = i0 + col;
-        return a < s.a && i < s.i ? W1[a * s.i + i] : T(0);
-      });
-      __syncthreads();
-      tile_mma(part, lhs, rhs);
-      __syncthreads();
-    }
-    store_patch(inner, part);
-    fill_tile(lhs, [&](int r, int col) {
+    tile_gemm(
+        part, lhs, rhs, s.a,
+        [&](int r, int64_t a) {
+          const int64_t c = c0 + r;
+          return c < s.c && a < s.a ? W2[(c * s.a + a) * s.taps + t] : T(0);
+        },
+        [&](int64_t a, int col) {
+          const int64_t i = i0 + col;
+          return a < s.a && i < s.i ? W1[a * s.i + i] : T(0);
+        });
+    chain_left(acc, lhs, inner, part, [&](int r, int col) {
       const int64_t o = o0 + r, c = c0 + col;
       return o < s.o && c < s.c ? W3[o * s.c + c] : T(0);
     });
-    __syncthreads();
-    tile_mma(acc, lhs, inner);
-    __syncthreads();
   }
   T* W = out + g * s.o * s.i * s.taps;
   write_patch(acc, o0, i0, s.o, s.i, [&](int64_t o, int64_t i, T v) { W[(o * s.i + i) * s.taps + t] = v; });
@@ -64,27 +73,20 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
   for (int64_t t = 0; t < s.taps; ++t) {
     for (int64_t c0 = 0; c0 < s.c; c0 += kTile) {
       T part[2][2] = {};  // (W3^T @ dW_t)[c0 + r, i0 + col]
-      for (int64_t o0 = 0; o0 < s.o; o0 += kTile) {
-        fill_tile(lhs, [&](int r, int col) {
-          const int64_t c = c0 + r, o = o0 + col;
-          return c < s.c && o < s.o ? W3[o * s.c + c] : T(0);
-        });
-        fill_tile(rhs, [&](int r, int col) {
-          const int64_t o = o0 + r, i = i0 + col;
-          return o < s.o && i < s.i ? dW[(o * s.i + i) * s.taps + t] : T(0);
-        });
-        __syncthreads();
-        tile_mma(part, lhs, rhs);
-        __syncthreads();
-      }
-      store_patch(inner, part);
-      fill_tile(lhs, [&](int r, int col) {
+      tile_gemm(
+          part, lhs, rhs, s.o,
+          [&](int r, int64_t o) {
+            const int64_t c = c0 + r;
+            return c < s.c && o < s.o ? W3[o * s.c + c] : T(0);
+          },
+          [&](int64_t o, int col) {
+            const int64_t i = i0 + col;
+            return o < s.o && i < s.i ? dW[(o * s.i + i) * s.taps + t] : T(0);
+          });
+      chain_left(acc, lhs, inner, part, [&](int r, int col) {
         const int64_t a = a0 + r, c = c0 + col;
         return a < s.a && c < s.c ? W2[(c * s.a + a) * s.taps + t] : T(0);
       });
-      __syncthreads();
-      tile_mma(acc, lhs, inner);
-      __syncthreads();
     }
   }
   T* out = dw1 + g * s.a * s.i;
@@ -104,28 +106,12 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
   __shared__ SmemTile<T> lhs, rhs, inner;
   T acc[2][2] = {};
   for (int64_t o0 = 0; o0 < s.o; o0 += kTile) {
-    T part[2][2] = {};  // (dW_t @ W1^T)[o0 + r, a0 + col]
-    for (int64_t i0 = 0; i0 < s.i; i0 += kTile) {
-      fill_tile(lhs, [&](int r, int col) {
-        const int64_t o = o0 + r, i = i0 + col;
-        return o < s.o && i < s.i ? dW[(o * s.i + i) * s.taps + t] : T(0);
-      });
-      fill_tile(rhs, [&](int r, int col) {
-        const int64_t i = i0 + r, a = a0 + col;
-        return i < s.i && a < s.a ? W1[a * s.i + i] : T(0);
-      });
-      __syncthreads();
-      tile_mma(part, lhs, rhs);
-      __syncthreads();
-    }
-    store_patch(inner, part);
-    fill_tile(lhs, [&](int r, int col) {
+    T part[2][2] = {};
+    grad_times_w1t(part, lhs, rhs, dW, W1, o0, a0, t, s);
+    chain_left(acc, lhs, inner, part, [&](int r, int col) {
       const int64_t c = c0 + r, o = o0 + col;
       return c < s.c && o < s.o ? W3[o * s.c + c] : T(0);
     });
-    __syncthreads();
-    tile_mma(acc, lhs, inner);
-    __syncthreads();
   }
   T* out = dw2 + g * s.c * s.a * s.taps;
   write_patch(acc, c0, a0, s.c, s.a, [&](int64_t c, int64_t a, T v) { out[(c * s.a + a) * s.taps + t] = v; });
@@ -144,28 +130,12 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
   T acc[2][2] = {};
   for (int64_t t = 0; t < s.taps; ++t) {
     for (int64_t a0 = 0; a0 < s.a; a0 += kTile) {
-      T part[2][2] = {};  // (dW_t @ W1^T)[o0 + r, a0 + col]
-      for (int64_t i0 = 0; i0 < s.i; i0 += kTile) {
-        fill_tile(lhs, [&](int r, int col) {
-          const int64_t o = o0 + r, i = i0 + col;
-          return o < s.o && i < s.i ? dW[(o * s.i + i) * s.taps + t] : T(0);
-        });
-        fill_tile(rhs, [&](int r, int col) {
-          const int64_t i = i0 + r, a = a0 + col;
-          return i < s.i && a < s.a ? W1[a * s.i + i] : T(0);
-        });
-        __syncthreads();
-        tile_mma(part, lhs, rhs);
-        __syncthreads();
-      }
-      store_patch(inner, part);
-      fill_tile(rhs, [&](int r, int col) {
+      T part[2][2] = {};
+      grad_times_w1t(part, lhs, rhs, dW, W1, o0, a0, t, s);
+      chain_right(acc, rhs, inner, part, [&](int r, int col) {
         const int64_t a = a0 + r, c = c0 + col;
         return a < s.a && c < s.c ? W2[(c * s.a + a) * s.taps + t] : T(0);
       });
-      __syncthreads();
-      tile_mma(acc, inner, rhs);
-      __syncthreads();
     }
   }
   T* out = dw3 + g * s.o * s.c;

@@ -46,6 +46,44 @@ __device__ __forceinline__ void store_patch(SmemTile<T>& tile, const T (&acc)[2]
   }
 }
 
+// acc += Left @ Right over a reduction of length k, one kTile slice at a time: left(r, kk) and
+// right(kk, c) give the operands' elements (zero outside them) for block row r, reduction index kk
+// and block column c.
+template <typename T, typename Left, typename Right>
+__device__ __forceinline__ void tile_gemm(T (&acc)[2][2], SmemTile<T>& lhs, SmemTile<T>& rhs, int64_t k, Left left,
+                                          Right right) {
+  for (int64_t k0 = 0; k0 < k; k0 += kTile) {
+    fill_tile(lhs, [&](int r, int c) { return left(r, k0 + c); });
+    fill_tile(rhs, [&](int r, int c) { return right(k0 + r, c); });
+    __syncthreads();
+    tile_mma(acc, lhs, rhs);
+    __syncthreads();
+  }
+}
+
+// The chain's second product with the intermediate on the right: acc += L @ part, where L's tile is
+// value(r, c) and part (one kTile-wide block of the intermediate) is parked in shared memory first.
+template <typename T, typename F>
+__device__ __forceinline__ void chain_left(T (&acc)[2][2], SmemTile<T>& lhs, SmemTile<T>& inner,
+                                           const T (&part)[2][2], F value) {
+  store_patch(inner, part);
+  fill_tile(lhs, value);
+  __syncthreads();
+  tile_mma(acc, lhs, inner);
+  __syncthreads();
+}
+
+// The same with the intermediate on the left: acc += part @ R.
+template <typename T, typename F>
+__device__ __forceinline__ void chain_right(T (&acc)[2][2], SmemTile<T>& rhs, SmemTile<T>& inner,
+                                            const T (&part)[2][2], F value) {
+  store_patch(inner, part);
+  fill_tile(rhs, value);
+  __syncthreads();
+  tile_mma(acc, inner, rhs);
+  __syncthreads();
+}
+
 // Write this thread's patch of the block tile at (row0, col0) through out(row, col, value),
 // skipping entries past (rows, cols).
 template <typename T, typename F>
