@@ -56,3 +56,16 @@ def native_backends(device_type: str = "cpu"):
     plus ``auto``; the interpreted Triton kernels have their own, smaller test file."""
     import expandnets_cuda as ec
     return ["reference"] + [pair.name for pair in ec.backends.candidate_pairs(torch.device(device_type))] + ["auto"]
+
+
+# Convolution-kernel cases shared by the Triton and CUDA backend tests (small enough for the
+# Triton interpreter): (N, C, H, W, O, kernel, stride, padding, dilation, groups, bias, channels_last)
+CONV_KERNEL_CASES = {
+    "dense_3x3": (2, 3, 7, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, False),
+    "grouped_nonsquare_s2_d2": (1, 4, 9, 8, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, True, True),
+    "depthwise_s2": (2, 4, 7, 7, 4, (3, 3), (2, 2), (1, 1), (1, 1), 4, True, False),
+    "depthwise_dilated_nobias": (1, 4, 6, 5, 4, (3, 3), (1, 1), (1, 1), (2, 2), 4, False, True),
+    "depthwise_multiplier": (1, 2, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, True, False),
+    "pointwise_s2_grouped": (2, 3, 5, 5, 6, (1, 1), (2, 2), (0, 0), (1, 1), 3, False, False),
+    "k7_pad3_batch1": (1, 2, 6, 6, 3, (7, 7), (1, 1), (3, 3), (1, 1), 1, True, False),
+}

@@ -16,7 +16,7 @@ import expandnets_cuda as ec
 import python_ref as pr
 from expandnets_cuda import cuda_backend
 from expandnets_cuda.backends import BackendUnavailableError
-from helpers import REL_TOL, assert_rel_close, compare_units, rel_error, twin
+from helpers import CONV_KERNEL_CASES, REL_TOL, assert_rel_close, compare_units, rel_error, twin
 
 REASON = cuda_backend.unavailable_reason()
 
@@ -90,15 +90,9 @@ def test_ck_fold_and_gradients(later_shape, earlier_shape):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-# (N, C, H, W, O, kernel, stride, padding, dilation, groups, bias, channels_last)
+# The shared small cases plus ones that span several tiles and wgrad splits (no interpreter here).
 CONV_CASES = {
-    "dense_3x3": (2, 3, 7, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, False),
-    "grouped_nonsquare_s2_d2": (1, 4, 9, 8, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, True, True),
-    "depthwise_s2": (2, 4, 7, 7, 4, (3, 3), (2, 2), (1, 1), (1, 1), 4, True, False),
-    "depthwise_dilated_nobias": (1, 4, 6, 5, 4, (3, 3), (1, 1), (1, 1), (2, 2), 4, False, True),
-    "depthwise_multiplier": (1, 2, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, True, False),
-    "pointwise_s2_grouped": (2, 3, 5, 5, 6, (1, 1), (2, 2), (0, 0), (1, 1), 3, False, False),
-    "k7_pad3_batch1": (1, 2, 6, 6, 3, (7, 7), (1, 1), (3, 3), (1, 1), 1, True, False),
+    **CONV_KERNEL_CASES,
     "wide_tiles_s3": (1, 70, 5, 6, 80, (2, 3), (3, 2), (1, 1), (1, 1), 1, True, False),
     "wgrad_splits": (2, 3, 34, 33, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, True),
     "depthwise_wgrad_splits": (3, 3, 30, 29, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3, True, False),

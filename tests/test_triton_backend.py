@@ -9,7 +9,7 @@ import torch
 
 import expandnets_cuda as ec
 import python_ref as pr
-from helpers import REL_TOL, compare_units, twin
+from helpers import CONV_KERNEL_CASES, REL_TOL, compare_units, twin
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
 from expandnets_cuda.triton_backend import ck_ops, cl_ops, conv_ops  # noqa: E402  (after the interpreter switch)
@@ -65,16 +65,7 @@ def test_ck_fold_and_gradients(later_shape, earlier_shape):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-# (N, C, H, W, O, kernel, stride, padding, dilation, groups, bias, channels_last)
-CONV_CASES = {
-    "dense_3x3": (2, 3, 7, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, False),
-    "grouped_nonsquare_s2_d2": (1, 4, 9, 8, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, True, True),
-    "depthwise_s2": (2, 4, 7, 7, 4, (3, 3), (2, 2), (1, 1), (1, 1), 4, True, False),
-    "depthwise_dilated_nobias": (1, 4, 6, 5, 4, (3, 3), (1, 1), (1, 1), (2, 2), 4, False, True),
-    "depthwise_multiplier": (1, 2, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, True, False),
-    "pointwise_s2_grouped": (2, 3, 5, 5, 6, (1, 1), (2, 2), (0, 0), (1, 1), 3, False, False),
-    "k7_pad3_batch1": (1, 2, 6, 6, 3, (7, 7), (1, 1), (3, 3), (1, 1), 1, True, False),
-}
+CONV_CASES = CONV_KERNEL_CASES
 
 
 @pytest.mark.parametrize("case", sorted(CONV_CASES))
