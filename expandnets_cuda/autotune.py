@@ -20,7 +20,7 @@ from typing import Dict, List
 import torch
 
 from . import backends
-from .timing import median_seconds
+from .timing import interleaved
 
 _LOCK = threading.Lock()
 _MEMORY: Dict[str, str] = {}
@@ -87,21 +87,22 @@ def _store(key: str, choice: str, times: Dict[str, float]) -> None:
 
 
 def measure(unit, x: torch.Tensor, candidates: List[backends.FusedPair]) -> Dict[str, float]:
-    """Median fwd+bwd seconds of ``unit`` on ``x`` with each candidate pair. Gradients go to
-    ``torch.autograd.grad`` outputs, so nothing accumulates in the parameters' ``.grad``."""
+    """Median fwd+bwd seconds of ``unit`` on ``x`` with each candidate pair, timed round-robin so
+    that every candidate sees the same machine. Gradients go to ``torch.autograd.grad`` outputs,
+    so nothing accumulates in the parameters' ``.grad``."""
     params = [p for p in unit.parameters() if p.requires_grad]
     probe = x.detach().requires_grad_(x.is_floating_point())
-    times = {}
+    steps = {}
     for pair in candidates:
-        out = unit._fused_forward(pair, probe)
-        grad_out = torch.randn_like(out)
+        grad_out = torch.randn_like(unit._fused_forward(pair, probe))
 
-        def step(pair=pair):
+        def step(pair=pair, grad_out=grad_out):
             y = unit._fused_forward(pair, probe)
             torch.autograd.grad(y, [probe, *params], grad_out, allow_unused=True)
 
-        times[pair.name] = median_seconds(step, x.device, min_run_time=0.1)
-    return times
+        steps[pair.name] = step
+    timings = interleaved(steps, x.device, min_run_time=0.1, rounds=5)
+    return {name: timing.median for name, timing in timings.items()}
 
 
 def choose(unit, x: torch.Tensor) -> backends.FusedPair:

@@ -22,19 +22,25 @@ def cache_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def slow_convolver(monkeypatch):
-    """A second, deliberately slower convolver, so that auto has two pairs to measure."""
+    """A second, deliberately slower convolver, so that auto has two pairs to measure.
+
+    Measured at one thread: on an oversubscribed machine, a thread pool waiting for descheduled
+    workers costs more than the difference under test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     def slow_conv2d(*args):
-        time.sleep(0.003)
+        time.sleep(0.02)  # far above the fast pair, even on a loaded machine
         return F.conv2d(*args)
 
     def slow_linear(*args):
-        time.sleep(0.003)
+        time.sleep(0.02)  # far above the fast pair, even on a loaded machine
         return F.linear(*args)
 
     monkeypatch.setitem(backends._CONVOLVER_LOADERS, "slow",
                         lambda: backends.Convolver("slow", slow_conv2d, slow_linear))
     yield
     backends._LOADED.pop(("convolver", "slow"), None)
+    torch.set_num_threads(threads)
 
 
 def test_cpu_with_one_pair_measures_nothing(cache_dir, monkeypatch):
