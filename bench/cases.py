@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from expandnets_cuda.models import mobilenet_v2_cifar, smallnet3, smallnet7
-from python_ref import ck_ineligibility
+from expandnets_cuda.reference import ck_ineligibility
 
 MODELS: Dict[str, Callable[[], nn.Module]] = {
     "smallnet7": smallnet7, "smallnet3": smallnet3, "mobilenet_v2": mobilenet_v2_cifar}

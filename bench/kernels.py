@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 
 from expandnets_cuda import backends  # noqa: E402
 from expandnets_cuda.timing import median_seconds  # noqa: E402
-from python_ref import ConvUnitSpec, build_conv_layers, layer_params  # noqa: E402
+from expandnets_cuda.reference import ConvUnitSpec, build_conv_layers, layer_params  # noqa: E402
 
 from . import report  # noqa: E402
 from .cases import layer_cases  # noqa: E402

@@ -3,6 +3,10 @@
 Importing this package never touches a GPU, a compiler or an optional dependency; backends are
 loaded when first asked for (``available_backends()`` says which can run here and why not).
 """
+from . import _reference_binding
+
+_reference_binding.bind()  # before anything imports .reference: see _reference_binding.py
+
 from .autotune import clear_cache as clear_auto_cache
 from .backends import BackendInfo, BackendUnavailableError, available_backends
 from .complexity import complexity, count_macs, count_params

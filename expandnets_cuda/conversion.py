@@ -9,8 +9,8 @@ from typing import Callable, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-import python_ref
-from python_ref.spec import STRATEGIES, check_rate, ck_ineligibility
+from . import reference as python_ref
+from .reference.spec import STRATEGIES, check_rate, ck_ineligibility
 from .fused_conv import FusedExpandConv2d
 from .fused_linear import FusedExpandLinear
 

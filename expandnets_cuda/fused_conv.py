@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from python_ref import ConvUnitSpec, build_conv_layers, contraction, pad_input, run_chain
+from .reference import ConvUnitSpec, build_conv_layers, contraction, pad_input, run_chain
 from . import backends
 from .fused_unit import FusedUnit
 

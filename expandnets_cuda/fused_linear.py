@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from python_ref import LinearUnitSpec, build_linear_layers, contraction, run_chain
+from .reference import LinearUnitSpec, build_linear_layers, contraction, run_chain
 from . import backends
 from .fused_unit import FusedUnit
 

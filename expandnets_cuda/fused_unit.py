@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from python_ref import layer_params
+from .reference import layer_params
 from . import autotune, backends
 
 Tensor = torch.Tensor
