@@ -2,6 +2,9 @@
 # Compiles every CUDA source in csrc/ with nvcc alone (no GPU, no torch headers needed) for
 # sm_80 and sm_90, treating any warning in project code as an error, the way CI checks kernels.
 # One line per file, then a summary; exits non-zero if any file fails. Objects go to a temp dir.
+# ptxas reports every kernel's registers, spills and stack frame (-Xptxas -v); the gate
+# scripts/cuda_ptxas_gate.py reads those logs, prints the table, writes build/cuda_ptxas_gate.json
+# and fails on any spill or stack frame.
 #   bash scripts/build_cuda_check.sh           compile everything (NVCC=..., JOBS=... override)
 #   bash scripts/build_cuda_check.sh --list    print the files it would compile, and stop
 set -uo pipefail
@@ -29,7 +32,7 @@ FLAGS=(-std=c++20 -O3 -Icsrc
        -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
        -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
        -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr
-       -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror)
+       -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Xptxas -v)
 
 OUT_DIR=$(mktemp -d)
 trap 'rm -rf "$OUT_DIR"' EXIT
@@ -46,7 +49,7 @@ compile() {  # $1: source; writes $OUT_DIR/<name>.log and .status
     echo "ok    $1 ($((SECONDS - t0)) s)"
   else
     echo "FAIL  $1 ($((SECONDS - t0)) s)"
-    sed 's/^/      /' "$OUT_DIR/$name.log"
+    grep -v -e 'ptxas info' -e 'bytes stack frame' "$OUT_DIR/$name.log" | sed 's/^/      /'
   fi
 }
 
@@ -67,4 +70,5 @@ for src in "${SOURCES[@]}"; do
   [[ $status -eq 0 ]] || failed=$((failed + 1))
 done
 echo "build_cuda_check: $(( ${#SOURCES[@]} - failed ))/${#SOURCES[@]} files compiled for sm_80+sm_90 without warnings, $failed failed, $((SECONDS - start)) s ($JOBS jobs, $("$NVCC" --version | grep -o 'release [0-9.]*'))"
-[[ $failed -eq 0 ]]
+[[ $failed -eq 0 ]] || exit 1
+${PYTHON:-python3} scripts/cuda_ptxas_gate.py --logs "$OUT_DIR"

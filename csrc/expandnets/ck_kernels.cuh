@@ -11,7 +11,7 @@ namespace detail {
 
 // K[o, i, w] = sum over taps v of L with u = w - v inside E of L[:, :, v] @ E[:, :, u].
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     ck_forward_kernel(const T* __restrict__ later, const T* __restrict__ earlier, T* __restrict__ out, CkShape s) {
   const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
   const int64_t wy = blockIdx.x / kw, wx = blockIdx.x % kw;
@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
 
 // dL[o, c, v] = sum over taps u of E, sum_i dK[o, i, v + u] E[c, i, u].
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     ck_backward_later_kernel(const T* __restrict__ grad, const T* __restrict__ earlier, T* __restrict__ d_later,
                              CkShape s) {
   const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
 
 // dE[c, i, u] = sum over taps v of L, sum_o L[o, c, v] dK[o, i, v + u].
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     ck_backward_earlier_kernel(const T* __restrict__ grad, const T* __restrict__ later, T* __restrict__ d_earlier,
                                CkShape s) {
   const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;

@@ -28,7 +28,7 @@ __device__ __forceinline__ void grad_times_w1t(T (&part)[2][2], SmemTile<T>& lhs
 // One block per (group, tap) and 32x32 tile of W[g, :, :, t]:
 // W = sum over blocks of c of W3[:, c] @ (sum over blocks of a of W2_t[c, a] @ W1[a, :]).
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_forward_kernel(const T* __restrict__ w1, const T* __restrict__ w2, const T* __restrict__ w3,
                       T* __restrict__ out, ClShape s) {
   const int64_t g = blockIdx.x / s.taps, t = blockIdx.x % s.taps;
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
 
 // dW1[g] = sum_t W2_t^T @ (W3^T @ dW_t): one block per group and 32x32 tile of dW1; taps reduced in-block.
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_backward_w1_kernel(const T* __restrict__ grad, const T* __restrict__ w2, const T* __restrict__ w3,
                           T* __restrict__ dw1, ClShape s) {
   const int64_t g = blockIdx.x, a0 = int64_t(blockIdx.y) * kTile, i0 = int64_t(blockIdx.z) * kTile;
@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
 
 // dW2[g, :, :, t] = W3^T @ (dW_t @ W1^T): one block per (group, tap) and 32x32 tile of dW2_t.
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_backward_w2_kernel(const T* __restrict__ grad, const T* __restrict__ w1, const T* __restrict__ w3,
                           T* __restrict__ dw2, ClShape s) {
   const int64_t g = blockIdx.x / s.taps, t = blockIdx.x % s.taps;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads)
 
 // dW3[g] = sum_t (dW_t @ W1^T) @ W2_t^T: one block per group and 32x32 tile of dW3; taps reduced in-block.
 template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads)
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_backward_w3_kernel(const T* __restrict__ grad, const T* __restrict__ w1, const T* __restrict__ w2,
                           T* __restrict__ dw3, ClShape s) {
   const int64_t g = blockIdx.x, o0 = int64_t(blockIdx.y) * kTile, c0 = int64_t(blockIdx.z) * kTile;

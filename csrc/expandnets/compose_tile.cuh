@@ -10,6 +10,9 @@ namespace detail {
 
 constexpr int kTile = 32;
 constexpr int kTileThreads = 16;  // per edge of the thread block
+// Blocks per SM the tile kernels are built for: a register budget of 128 per thread. Without it
+// ptxas (CUDA 13) aims at 64 registers and the float64 backward kernels spill (16 B stack frame).
+constexpr int kTileMinBlocks = 2;
 
 template <typename T>
 using SmemTile = T[kTile][kTile + 1];  // +1: columns fall in distinct banks
