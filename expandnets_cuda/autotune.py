@@ -105,11 +105,20 @@ def measure(unit, x: torch.Tensor, candidates: List[backends.FusedPair]) -> Dict
     return {name: timing.median for name, timing in timings.items()}
 
 
-def choose(unit, x: torch.Tensor) -> backends.FusedPair:
-    candidates = backends.candidate_pairs(x.device)
+def _candidates(unit, device: torch.device) -> list:
+    """The composed pairs and (on CUDA) the chain runners; a nonlinear unit has only the chains."""
+    from . import chain_backends
+    chains = chain_backends.candidates(device)
+    return chains if unit.nonlinear else backends.candidate_pairs(device) + chains
+
+
+def choose(unit, x: torch.Tensor) -> backends.Resolved:
+    candidates = _candidates(unit, x.device)
+    if not candidates:  # a nonlinear unit where no chain kernel runs: the unfused chain
+        return backends.REFERENCE
     if len(candidates) == 1:
         return candidates[0]
-    key = layer_key(unit, x)
+    key = layer_key(unit, x) + ("|nonlinear" if unit.nonlinear else "")
     with _LOCK:
         _sync_memory()
         name = _MEMORY.get(key)

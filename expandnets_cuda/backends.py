@@ -111,7 +111,8 @@ def check_backend_name(backend) -> str:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     name = backend.strip().lower()
-    if name in (AUTO, REFERENCE):
+    from .chain_backends import CHAIN_BACKENDS  # lazily: it imports this module
+    if name in (AUTO, REFERENCE) or name in CHAIN_BACKENDS:
         return name
     parts = name.split("+")
     if len(parts) == 1:
@@ -120,7 +121,7 @@ def check_backend_name(backend) -> str:
         raise ValueError(
             f"backend must be 'auto', 'reference', one of {sorted(set(_COMPOSER_LOADERS) & set(_CONVOLVER_LOADERS))}"
             f" or '<composer>+<convolver>' with composers {sorted(_COMPOSER_LOADERS)} and convolvers"
-            f" {sorted(_CONVOLVER_LOADERS)}; got {backend!r}")
+            f" {sorted(_CONVOLVER_LOADERS)}, or a chain backend {sorted(CHAIN_BACKENDS)}; got {backend!r}")
     return name
 
 
@@ -130,6 +131,9 @@ def resolve(backend: str, device: Optional[torch.device] = None) -> Resolved:
         return REFERENCE
     if backend == AUTO:
         return _auto_pair(device)
+    from . import chain_backends
+    if backend in chain_backends.CHAIN_BACKENDS:  # a chain runner (triton-chain, cuda-chain)
+        return chain_backends.load(backend)
     composer_name, _, convolver_name = backend.partition("+")
     return FusedPair(_load("composer", composer_name), _load("convolver", convolver_name or composer_name))
 

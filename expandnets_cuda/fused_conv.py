@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .reference import ConvUnitSpec, build_conv_layers, contraction, pad_input, run_chain
-from . import backends
+from . import backends, chain_backends, chain_unit
 from .fused_unit import FusedUnit
 
 
@@ -81,6 +81,8 @@ class FusedExpandConv2d(FusedUnit):
         return y.squeeze(0) if unbatched else y
 
     def _fused_forward(self, pair: backends.FusedPair, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(pair, chain_backends.ChainRunner):  # the whole chain in fused kernels
+            return chain_unit.run_conv_unit(pair, x, self.spec, self.layers, self.nonlinear)
         weight, bias = self._to_compute_dtype(x, *self._composed(pair.composer, x.device.type))
         padding = self.spec.symmetric_zero_padding
         if padding is None:  # asymmetric or non-zero padding: pad once, explicitly

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .reference import LinearUnitSpec, build_linear_layers, contraction, run_chain
-from . import backends
+from . import backends, chain_backends, chain_unit
 from .fused_unit import FusedUnit
 
 
@@ -42,6 +42,8 @@ class FusedExpandLinear(FusedUnit):
         return self._fused_forward(impl, x)
 
     def _fused_forward(self, pair: backends.FusedPair, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(pair, chain_backends.ChainRunner):  # the whole chain in fused kernels
+            return chain_unit.run_linear_unit(pair, x, self.layers, self.nonlinear)
         weight, bias = self._to_compute_dtype(x, *self._composed(pair.composer, x.device.type))
         return pair.convolver.linear(x, weight, bias)
 

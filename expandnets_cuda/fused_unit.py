@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .reference import layer_params
-from . import autotune, backends
+from . import autotune, backends, chain_backends
 
 Tensor = torch.Tensor
 
@@ -34,19 +34,23 @@ class FusedUnit(nn.Module):
     @backend.setter
     def backend(self, value) -> None:
         name = backends.check_backend_name(value)
-        if self.nonlinear and name not in (backends.AUTO, backends.REFERENCE):
+        if self.nonlinear and name not in (backends.AUTO, backends.REFERENCE, *chain_backends.CHAIN_BACKENDS,
+                                           *chain_backends.CHAIN_OF):
             raise ValueError(f"backend={value!r}: a nonlinear counterpart (ReLU between sub-layers) has no "
-                             "composed form; it runs only as the unfused chain (backend='reference' or 'auto')")
+                             "composed form; it runs as the unfused chain ('reference'), through the chain-fused "
+                             "kernels ('triton', 'cuda', 'triton-chain', 'cuda-chain') or 'auto'")
         if name not in (backends.AUTO, backends.REFERENCE):
-            backends.resolve(name)  # fail now, with the reason, if it cannot run at all
+            backends.resolve(self._runnable(name))  # fail now, with the reason, if it cannot run at all
         self._backend = name
 
+    def _runnable(self, name: str) -> str:
+        """A nonlinear unit's ``"triton"``/``"cuda"`` is that backend's chain runner."""
+        return chain_backends.CHAIN_OF.get(name, name) if self.nonlinear else name
+
     def _resolve(self, x: Tensor) -> backends.Resolved:
-        if self.nonlinear:
-            return backends.REFERENCE
         if self._backend == backends.AUTO:
             return autotune.choose(self, x)
-        return backends.resolve(self._backend, x.device)
+        return backends.resolve(self._runnable(self._backend), x.device)
 
     def _fused_forward(self, pair: backends.FusedPair, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -106,8 +110,8 @@ class FusedUnit(nn.Module):
             raise ValueError("a nonlinear counterpart (ReLU between sub-layers) has no composed weight")
         device = self.layers[0].weight.device
         resolved = backends.resolve(backends.check_backend_name(backend or self._backend), device)
-        if resolved == backends.REFERENCE:
-            resolved = backends.resolve("torch", device)
+        if resolved == backends.REFERENCE or isinstance(resolved, chain_backends.ChainRunner):
+            resolved = backends.resolve("torch", device)  # these compose nothing themselves
         return self._composed(resolved.composer, device.type)
 
     @torch.no_grad()

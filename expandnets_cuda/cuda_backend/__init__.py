@@ -61,3 +61,9 @@ def load_convolver():
     _require_extension()
     from .convolver import load_convolver as load
     return load()
+
+
+def load_chain():
+    _require_extension()
+    from .chain_ops import load_chain as load
+    return load()

@@ -25,3 +25,9 @@ def load_convolver():
     _require_triton()
     from .convolver import load_convolver as load
     return load()
+
+
+def load_chain():
+    _require_triton()
+    from .chain_runner import load_chain as load
+    return load()

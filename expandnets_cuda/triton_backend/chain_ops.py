@@ -1,0 +1,276 @@
+"""``torch.library`` ops around the Triton chain kernels, with fake implementations and autograd:
+``expandnets::triton_chain`` (forward) and ``expandnets::triton_chain_backward``.
+
+Arguments (nn.Conv2d weight layouts, one group count for every layer):
+``x (N, G*MG, H, W)``, ``w1 (G*A, MG, KH1, KW1)``, ``w2 (G*C, A, KH, KW)``, optional ``w3 (G*O, C, 1, 1)``;
+biases all present or all ``None``; ``pads = [left, right, top, bottom]`` zero padding of the unit's
+input; ``dilation1`` layer 1's dilation; ``stride``/``dilation`` layer 2's. Output
+``(N, G*O or G*C, P, Q)`` in ``x``'s memory format.
+
+Saved for backward: the input and the weights only; every intermediate is recomputed on chip, so
+this memory does not grow with the rate. The backward's transient workspace (dz2 with layer 3,
+dz1 for a KxK layer 1, the per-split partial sums) is freed when it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .chain_kernels import chain_bwd_in_kernel, chain_bwd_out_kernel, chain_dgrad1_kernel, chain_fwd_kernel
+
+Tensor = torch.Tensor
+
+# Partial weight-gradient buffers hold at most this many elements per weight (one slice per split).
+PARTIAL_BUDGET = 1 << 25
+MAX_SPLITS = 64
+
+
+def _block(n: int, cap: int) -> int:
+    """Power-of-two tile edge covering ``n``: at least 16 (``tl.dot``'s minimum), at most ``cap``."""
+    return max(16, min(cap, triton.next_power_of_2(n)))
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Launch configuration of every chain kernel for one problem: tile edges and warps/stages."""
+
+    BP: int  # output (or layer-1) pixels per tile
+    BK: int  # layer-1 reduction (input channel x layer-1 tap)
+    BA: int  # layer-1 output channels
+    BC: int  # layer-2 output channels
+    BO: int  # layer-3 output channels
+    num_warps: int = 4
+    num_stages: int = 1
+
+
+def chain_config(K1: int, A: int, C: int, O: int, dtype: torch.dtype) -> ChainConfig:
+    """The one rule that sizes the chain kernels' tiles (the compile gate enumerates it).
+    float64 halves the widest tiles to keep register use (and so spills) in check."""
+    wide = 32 if dtype == torch.float64 else 64
+    return ChainConfig(BP=32, BK=_block(K1, 32), BA=_block(A, 32), BC=_block(C, wide), BO=_block(O, wide))
+
+
+def config_space() -> List[ChainConfig]:
+    """Every configuration ``chain_config`` can return, for a compile gate to build them all."""
+    configs = set()
+    for dtype in (torch.float32, torch.float64):
+        for k in (1, 17, 33):
+            for a in (1, 17, 33):
+                for c in (1, 17, 33, 65):
+                    for o in (1, 17, 33, 65):
+                        configs.add(chain_config(k, a, c, o, dtype))
+    return sorted(configs, key=lambda c: (c.BK, c.BA, c.BC, c.BO))
+
+
+def acc_type(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def partial_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def precision(dtype: torch.dtype, exact: bool) -> str:
+    return "tf32" if dtype == torch.float32 and not exact else "ieee"
+
+
+def like_layout(x: Tensor, shape, dtype=None) -> Tensor:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, device=x.device, dtype=dtype or x.dtype, memory_format=fmt)
+
+
+@dataclass(frozen=True)
+class ChainGeometry:
+    N: int
+    H: int
+    W: int
+    G: int
+    MG: int
+    A: int
+    C: int
+    O: int  # 0 without layer 3
+    KH1: int
+    KW1: int
+    KH: int
+    KW: int
+    H1: int
+    W1: int
+    P: int
+    Q: int
+
+    @property
+    def K1(self) -> int:
+        return self.MG * self.KH1 * self.KW1
+
+    @property
+    def out_channels(self) -> int:
+        return self.G * (self.O or self.C)
+
+
+def geometry(x: Tensor, w1: Tensor, w2: Tensor, w3: Optional[Tensor], pads, dilation1, stride, dilation,
+             groups: int) -> ChainGeometry:
+    N, M, H, W = x.shape
+    G = groups
+    A, MG, KH1, KW1 = w1.shape[0] // G, w1.shape[1], w1.shape[2], w1.shape[3]
+    C, KH, KW = w2.shape[0] // G, w2.shape[2], w2.shape[3]
+    O = w3.shape[0] // G if w3 is not None else 0
+    H1 = H + pads[2] + pads[3] - dilation1[0] * (KH1 - 1)
+    W1 = W + pads[0] + pads[1] - dilation1[1] * (KW1 - 1)
+    P = (H1 - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    Q = (W1 - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    return ChainGeometry(N, H, W, G, MG, A, C, O, KH1, KW1, KH, KW, H1, W1, P, Q)
+
+
+def check_chain_args(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups) -> ChainGeometry:
+    if x.dim() != 4 or w1.dim() != 4 or w2.dim() != 4:
+        raise ValueError(f"chain: x, w1 and w2 must be 4-D, got {tuple(x.shape)}, {tuple(w1.shape)}, {tuple(w2.shape)}")
+    if len(pads) != 4 or len(dilation1) != 2 or len(stride) != 2 or len(dilation) != 2:
+        raise ValueError("chain: pads takes 4 ints (left, right, top, bottom); dilation1, stride, dilation 2 each")
+    if (b1 is None) != (b2 is None) or (w3 is not None and (b1 is None) != (b3 is None)):
+        raise ValueError("chain: the biases must be all given or all None")
+    geo = geometry(x, w1, w2, w3, pads, dilation1, stride, dilation, groups)
+    if x.shape[1] != groups * geo.MG or w2.shape[1] != geo.A or (w3 is not None and w3.shape[1] != geo.C):
+        raise ValueError(f"chain: channel counts do not chain with groups={groups}: x {tuple(x.shape)}, "
+                         f"w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)}, w3 {None if w3 is None else tuple(w3.shape)}")
+    if geo.KH1 * geo.KW1 > 1 and groups != 1:
+        raise ValueError("chain: a KxK first layer (CK) needs groups=1")
+    if geo.P < 1 or geo.Q < 1:
+        raise ValueError(f"chain: input {tuple(x.shape)} with pads {list(pads)} is smaller than the unit's receptive field")
+    return geo
+
+
+def _flat(t: Optional[Tensor], like: Tensor) -> Tensor:
+    return t.contiguous() if t is not None else like  # `like` is never read when the flag says so
+
+
+def _launch_args(geo: ChainGeometry, pads, dilation1, stride, dilation):
+    return (pads[2], pads[0], geo.KH1, geo.KW1, dilation1[0], dilation1[1],
+            geo.KH, geo.KW, stride[0], stride[1], dilation[0], dilation[1])
+
+
+@torch.library.custom_op("expandnets::triton_chain", mutates_args=())
+def chain(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], w3: Optional[Tensor],
+          b3: Optional[Tensor], pads: List[int], dilation1: List[int], stride: List[int], dilation: List[int],
+          groups: int, relu: bool, exact: bool) -> Tensor:
+    geo = check_chain_args(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups)
+    w1c, w2c = w1.contiguous(), w2.contiguous()
+    w3c = _flat(w3, w2c)
+    y = like_layout(x, (geo.N, geo.out_channels, geo.P, geo.Q))
+    cfg = chain_config(geo.K1, geo.A, geo.C, geo.O, x.dtype)
+    has_l3 = w3 is not None
+    width, edge = (geo.O, cfg.BO) if has_l3 else (geo.C, cfg.BC)
+    grid = (triton.cdiv(geo.N * geo.P * geo.Q, cfg.BP), triton.cdiv(width, edge), groups)
+    chain_fwd_kernel[grid](
+        x, w1c, _flat(b1, w1c), w2c, _flat(b2, w2c), w3c, _flat(b3, w3c), y,
+        geo.N, geo.H, geo.W, geo.P, geo.Q, *_launch_args(geo, pads, dilation1, stride, dilation),
+        geo.MG, geo.A, geo.C, max(geo.O, 1), geo.K1, *x.stride(), *y.stride(),
+        HAS_BIAS=b1 is not None, HAS_L3=has_l3, RELU=relu, BP=cfg.BP, BK=cfg.BK, BA=cfg.BA, BC=cfg.BC, BO=cfg.BO,
+        ACC=acc_type(x.dtype), PRECISION=precision(x.dtype, exact), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
+    return y
+
+
+@chain.register_fake
+def _chain_fake(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups, relu, exact):
+    geo = geometry(x, w1, w2, w3, pads, dilation1, stride, dilation, groups)
+    return like_layout(x, (geo.N, geo.out_channels, geo.P, geo.Q))
+
+
+def splits_for(tiles: int, weight_elems: int) -> Tuple[int, int]:
+    """``(splits, tiles_per_split)``: the pixel reduction of the weight gradients in at most
+    ``MAX_SPLITS`` fixed chunks, each with its own partial buffer, within ``PARTIAL_BUDGET``."""
+    splits = max(1, min(tiles, MAX_SPLITS, PARTIAL_BUDGET // max(weight_elems, 1)))
+    per = triton.cdiv(tiles, splits)
+    return triton.cdiv(tiles, per), per
+
+
+@torch.library.custom_op("expandnets::triton_chain_backward", mutates_args=())
+def chain_backward(dy: Tensor, x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
+                   w3: Optional[Tensor], b3: Optional[Tensor], pads: List[int], dilation1: List[int],
+                   stride: List[int], dilation: List[int], groups: int, relu: bool,
+                   exact: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, dw1, db1, dw2, db2, dw3, db3)``; gradients of absent tensors are empty."""
+    geo = check_chain_args(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups)
+    w1c, w2c = w1.contiguous(), w2.contiguous()
+    w3c = _flat(w3, w2c)
+    has_bias, has_l3 = b1 is not None, w3 is not None
+    cfg = chain_config(geo.K1, geo.A, geo.C, geo.O, x.dtype)
+    acc, prec, pdt = acc_type(x.dtype), precision(x.dtype, exact), partial_dtype(x.dtype)
+    common = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    G, dev = groups, x.device
+    launch = _launch_args(geo, pads, dilation1, stride, dilation)
+    empty = lambda: x.new_empty(0)  # noqa: E731  (a fresh one per output: outputs may not alias)
+    zeros = lambda *shape: torch.zeros(shape, device=dev, dtype=pdt)  # noqa: E731
+
+    if has_l3:
+        tiles = triton.cdiv(geo.N * geo.P * geo.Q, cfg.BP)
+        splits, per = splits_for(tiles, G * geo.O * geo.C)
+        dz2 = torch.empty((geo.N, G * geo.C, geo.P, geo.Q), device=dev, dtype=pdt)
+        dw3_part, db2_part = zeros(splits, G * geo.O, geo.C), zeros(splits, G * geo.C)
+        chain_bwd_out_kernel[(splits, triton.cdiv(geo.C, cfg.BC), G)](
+            x, w1c, _flat(b1, w1c), w2c, _flat(b2, w2c), w3c, dy, dz2, dw3_part, db2_part,
+            geo.N, geo.H, geo.W, geo.P, geo.Q, *launch, geo.MG, geo.A, geo.C, geo.O, geo.K1, tiles, per,
+            *x.stride(), *dy.stride(), HAS_BIAS=has_bias, RELU=relu, BP=cfg.BP, BK=cfg.BK, BA=cfg.BA,
+            BC=cfg.BC, BO=cfg.BO, ACC=acc, PRECISION=prec, **common)
+        dw3 = dw3_part.sum(0).to(w3.dtype).reshape(w3.shape)
+        db2 = db2_part.sum(0).to(b2.dtype) if has_bias else empty()
+        db3 = dy.sum((0, 2, 3), dtype=pdt).to(b3.dtype) if has_bias else empty()
+        grad_z2 = dz2
+    else:
+        dw3, db3 = empty(), empty()
+        db2 = dy.sum((0, 2, 3), dtype=pdt).to(b2.dtype) if has_bias else empty()
+        grad_z2 = dy
+
+    pointwise1 = geo.KH1 * geo.KW1 == 1
+    tiles = triton.cdiv(geo.N * geo.H1 * geo.W1, cfg.BP)
+    splits, per = splits_for(tiles, G * geo.C * geo.A * geo.KH * geo.KW + G * geo.A * geo.K1)
+    dw1_part, db1_part = zeros(splits, G * geo.A, geo.K1), zeros(splits, G * geo.A)
+    dw2_part = zeros(splits, G * geo.C, geo.A, geo.KH * geo.KW)
+    dx_acc = zeros(geo.N, G * geo.MG, geo.H, geo.W) if pointwise1 else dw1_part
+    dz1 = dw1_part if pointwise1 else torch.empty((geo.N, G * geo.A, geo.H1, geo.W1), device=dev, dtype=pdt)
+    chain_bwd_in_kernel[(splits, G)](
+        x, w1c, _flat(b1, w1c), w2c, grad_z2, dx_acc, dz1, dw1_part, db1_part, dw2_part,
+        geo.N, geo.H, geo.W, geo.H1, geo.W1, geo.P, geo.Q, *launch, geo.MG, geo.A, geo.C, geo.K1, tiles, per,
+        *x.stride(), *grad_z2.stride(), HAS_BIAS=has_bias, RELU=relu, POINTWISE1=pointwise1,
+        BP=cfg.BP, BK=cfg.BK, BA=cfg.BA, BC=cfg.BC, ACC=acc, PRECISION=prec, **common)
+    dw1 = dw1_part.sum(0).to(w1.dtype).reshape(w1.shape)
+    db1 = db1_part.sum(0).to(b1.dtype) if has_bias else empty()
+    dw2 = dw2_part.sum(0).to(w2.dtype).reshape(w2.shape)
+    dx = like_layout(x, x.shape)
+    if pointwise1:
+        dx.copy_(dx_acc)
+    else:
+        BM, BK = _block(geo.MG, 32), _block(geo.A * geo.KH1 * geo.KW1, 32)
+        chain_dgrad1_kernel[(triton.cdiv(geo.N * geo.H * geo.W, cfg.BP), triton.cdiv(geo.MG, BM))](
+            dz1, w1c, dx, geo.N, geo.H, geo.W, geo.H1, geo.W1, pads[2], pads[0], geo.KH1, geo.KW1,
+            dilation1[0], dilation1[1], geo.MG, geo.A, geo.A * geo.KH1 * geo.KW1, *dx.stride(),
+            BP=cfg.BP, BM=BM, BK=BK, ACC=acc, PRECISION=prec, **common)
+    return dx, dw1, db1, dw2, db2, dw3, db3
+
+
+@chain_backward.register_fake
+def _chain_backward_fake(dy, x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups, relu, exact):
+    like = lambda t: torch.empty_like(t) if t is not None else x.new_empty(0)  # noqa: E731
+    return like_layout(x, x.shape), like(w1), like(b1), like(w2), like(b2), like(w3), like(b3)
+
+
+def _setup(ctx, inputs, output):
+    x, w1, b1, w2, b2, w3, b3, *args = inputs
+    ctx.save_for_backward(x, w1, b1, w2, b2, w3, b3)
+    ctx.args = args
+
+
+def _grad(ctx, dy):
+    x, w1, b1, w2, b2, w3, b3 = ctx.saved_tensors
+    dx, dw1, db1, dw2, db2, dw3, db3 = chain_backward(dy, x, w1, b1, w2, b2, w3, b3, *ctx.args)
+    has_bias, has_l3 = b1 is not None, w3 is not None
+    return (dx, dw1, db1 if has_bias else None, dw2, db2 if has_bias else None,
+            dw3 if has_l3 else None, db3 if has_bias and has_l3 else None) + (None,) * len(ctx.args)
+
+
+chain.register_autograd(_grad, setup_context=_setup)
