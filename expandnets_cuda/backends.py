@@ -13,6 +13,9 @@ package never touches a GPU, a compiler or an optional dependency.
 """
 from __future__ import annotations
 
+import os
+import sys
+import textwrap
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -26,7 +29,15 @@ AUTO = "auto"
 
 
 class BackendUnavailableError(RuntimeError):
-    """A backend was asked for that cannot run here; the message says why and how to get it."""
+    """A backend was asked for that cannot run here; the message says why and how to get it.
+
+    ``reason`` is why; ``fix`` how to get it, where the raiser gave it separately (the message
+    then ends with it, unless the reason already says it).
+    """
+
+    def __init__(self, reason: str, fix: str = ""):
+        self.reason, self.fix = reason, fix
+        super().__init__(reason if not fix or fix in reason else f"{reason}; {fix}")
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,46 @@ class FusedPair:
 
 @dataclass(frozen=True)
 class BackendInfo:
+    """Whether a backend runs on this machine now; if not, ``reason`` says why and ``fix`` how to
+    get it. ``devices``: the device types it runs on now; ``note``: how (e.g. interpreted)."""
+
     name: str
     available: bool
     reason: str = ""
+    fix: str = ""
+    devices: Tuple[str, ...] = ()
+    note: str = ""
 
     def __str__(self) -> str:
-        return f"{self.name}: " + ("available" if self.available else f"unavailable ({self.reason})")
+        if self.available:
+            return f"{self.name}: available on {', '.join(self.devices)}" + (f" ({self.note})" if self.note else "")
+        return f"{self.name}: unavailable ({self.why_not})" + (f"; fix: {self.fix}" if self.fix else "")
+
+    @property
+    def why_not(self) -> str:
+        """The reason without the fix that loaders often append to it."""
+        suffix = f"; {self.fix}"
+        return self.reason[:-len(suffix)] if self.fix and self.reason.endswith(suffix) else self.reason
+
+
+class BackendReport(Dict[str, BackendInfo]):
+    """``available_backends()``'s answer: a dict by name that prints as a table."""
+
+    def __str__(self) -> str:
+        width = max([len("backend"), *map(len, self)])
+        lines = [f"{'backend':<{width}}  {'runs here':<9}  {'on':<9}  why not / how to get it / note"]
+        indent = " " * (width + 2 + 9 + 2 + 9 + 2)
+        for info in self.values():
+            text = [f"why: {info.why_not}", f"fix: {info.fix}" if info.fix else ""] if not info.available \
+                else [info.note]
+            wrapped = [line for part in text if part
+                       for line in textwrap.wrap(part, 72, subsequent_indent="     ")] or [""]
+            on = ", ".join(info.devices) or "-"
+            lines.append(f"{info.name:<{width}}  {'yes' if info.available else 'no':<9}  {on:<9}  {wrapped[0]}")
+            lines += [indent + line for line in wrapped[1:]]
+        return "\n".join(lines)
+
+    __repr__ = __str__
 
 
 Resolved = Union[str, FusedPair]  # REFERENCE or a pair
@@ -97,8 +142,85 @@ def _load(kind: str, name: str):
     key = (kind, name)
     if key not in _LOADED:
         loaders = _COMPOSER_LOADERS if kind == "composer" else _CONVOLVER_LOADERS
-        _LOADED[key] = loaders[name]()  # an unavailable backend raises and is asked again next time
+        impl = loaders[name]()  # an unavailable backend raises and is asked again next time
+        _require_a_device(impl)
+        _LOADED[key] = impl
     return _LOADED[key]
+
+
+# --- where an implementation runs now ----------------------------------------------------------
+TRITON_PACKAGE = __name__.rpartition(".")[0] + ".triton_backend"
+
+
+def _is_triton(impl) -> bool:
+    """Implementations whose functions live in triton_backend run Triton kernels."""
+    return any(getattr(f, "__module__", "").startswith(TRITON_PACKAGE) for f in vars(impl).values() if callable(f))
+
+
+def triton_interpreter_setting() -> bool:
+    """Is TRITON_INTERPRET on in this process now (Triton's own reading of it)?"""
+    try:
+        from triton import knobs
+        return bool(knobs.runtime.interpret)
+    except (ImportError, AttributeError):
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_kernel_mode() -> Optional[str]:
+    """How this package's Triton kernels were defined: "interpreted", "compiled", or ``None``
+    (not imported yet). Triton reads TRITON_INTERPRET when a kernel is *defined*, i.e. when its
+    module is imported, so setting it later changes nothing for kernels already imported."""
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(TRITON_PACKAGE + "."):
+            continue
+        for value in vars(module).values():
+            for _ in range(4):  # through @triton.autotune / @triton.heuristics wrappers
+                kind = type(value).__name__
+                if kind == "InterpretedFunction":
+                    return "interpreted"
+                if kind == "JITFunction":
+                    return "compiled"
+                value = getattr(value, "fn", None)
+                if value is None:
+                    break
+    return None
+
+
+def triton_interpreted() -> bool:
+    """Do the Triton kernels run on the CPU (through the interpreter) in this process?"""
+    mode = triton_kernel_mode()
+    return mode == "interpreted" or (mode is None and triton_interpreter_setting())
+
+
+def devices_now(impl) -> Tuple[str, ...]:
+    """Where ``impl`` can run in this process now."""
+    cuda = torch.cuda.is_available()
+    if _is_triton(impl) and triton_interpreted():
+        return ("cpu",) + (("cuda",) if cuda else ())  # the interpreter runs them on host copies
+    types = impl.device_types or ("cpu", "cuda")
+    return tuple(t for t in types if t != "cuda" or cuda)
+
+
+TRITON_NO_DEVICE = (
+    "the Triton kernels need a CUDA device, none is visible (torch.cuda.is_available() is False), "
+    "and the Triton interpreter is off",
+    "run on a machine with a CUDA GPU, or set TRITON_INTERPRET=1 before importing expandnets_cuda "
+    "(the interpreter runs them on the CPU, slowly: for tests)")
+
+
+def _require_a_device(impl) -> None:
+    if devices_now(impl):
+        return
+    if _is_triton(impl):
+        if triton_kernel_mode() == "compiled" and triton_interpreter_setting():
+            raise BackendUnavailableError(
+                "no CUDA device is visible, and TRITON_INTERPRET=1 was set after the Triton kernels were "
+                "imported (Triton reads it when a kernel is defined)",
+                "set TRITON_INTERPRET=1 before importing expandnets_cuda, in a new process")
+        raise BackendUnavailableError(*TRITON_NO_DEVICE)
+    raise BackendUnavailableError(
+        f"{impl.name} runs only on {', '.join(impl.device_types)} and no such device is visible here",
+        f"run on a machine with a {' or '.join(impl.device_types)} device")
 
 
 def backend_names() -> Tuple[str, ...]:
@@ -165,31 +287,53 @@ def candidate_pairs(device: Optional[torch.device] = None) -> List[FusedPair]:
     return pairs
 
 
-def available_backends() -> Dict[str, BackendInfo]:
-    """Every known backend with whether it can run here and, if not, why and how to get it."""
-    infos = {REFERENCE: BackendInfo(REFERENCE, True)}
+def _info(name: str, impls) -> BackendInfo:
+    """One backend's entry: ``impls`` loads its implementations (both stages, or a pair's two)."""
+    try:
+        loaded = impls()
+    except BackendUnavailableError as err:
+        return BackendInfo(name, False, str(err), getattr(err, "fix", ""))
+    devices = [set(devices_now(impl)) for impl in loaded]
+    order = [d for d in devices_now(loaded[0]) if all(d in other for other in devices)]
+    interpreted = any(_is_triton(impl) for impl in loaded) and triton_interpreted()
+    return BackendInfo(name, True, devices=tuple(order),
+                       note="Triton kernels through the interpreter: slow, for tests" if interpreted else "")
+
+
+def available_backends() -> BackendReport:
+    """Every known backend with whether it runs on this machine now (a backend whose kernels need a
+    device that is not here is not available), where, and if not, why and how to get it.
+
+    The answer is a dict by name; ``print(available_backends())`` shows it as a table. Mixed pairs
+    ``"<composer>+<convolver>"`` are listed where both stages run. ``auto`` notes the pairs it
+    measures on each device.
+    """
+    report = BackendReport()
+    report[REFERENCE] = BackendInfo(REFERENCE, True, devices=devices_now(_torch_convolver()),
+                                    note="the unfused chain of python_ref (the semantic definition)")
     for name in backend_names():
         if name == REFERENCE:
             continue
-        try:
-            if name in _COMPOSER_LOADERS:
-                _load("composer", name)
-            if name in _CONVOLVER_LOADERS:
-                _load("convolver", name)
-            infos[name] = BackendInfo(name, True)
-        except BackendUnavailableError as err:
-            infos[name] = BackendInfo(name, False, str(err))
-    # Mixed pairs that can run, e.g. "triton+torch" while the Triton convolution is missing.
+        kinds = [kind for kind, loaders in (("composer", _COMPOSER_LOADERS), ("convolver", _CONVOLVER_LOADERS))
+                 if name in loaders]
+        info = _info(name, lambda: [_load(kind, name) for kind in kinds])
+        if len(kinds) == 1 and info.available:
+            info = BackendInfo(name, True, devices=info.devices,
+                               note="; ".join(filter(None, [f"{kinds[0]} only: use it in a pair", info.note])))
+        report[name] = info
     for composer in _COMPOSER_LOADERS:
         for convolver in _CONVOLVER_LOADERS:
             pair = f"{composer}+{convolver}"
-            if composer != convolver and pair not in infos:
-                try:
-                    resolve(pair)
-                    infos[pair] = BackendInfo(pair, True)
-                except BackendUnavailableError:
-                    pass
-    return infos
+            if composer != convolver and pair not in report:
+                info = _info(pair, lambda: [_load("composer", composer), _load("convolver", convolver)])
+                if info.available and info.devices:
+                    report[pair] = info
+    measured = {device: [p.name for p in candidate_pairs(torch.device(device))]
+                for device in ("cpu", "cuda") if device == "cpu" or torch.cuda.is_available()}
+    report[AUTO] = BackendInfo(AUTO, True, devices=tuple(measured), note="; ".join(
+        f"on {device} picks from {', '.join(names)}" + (" (nothing to measure)" if len(names) == 1 else " (measured)")
+        for device, names in measured.items()))
+    return report
 
 
 # --- the built-in torch pair -------------------------------------------------------------------
@@ -201,24 +345,49 @@ def _torch_convolver() -> Convolver:
     return Convolver("torch", F.conv2d, F.linear)
 
 
+def _triton_precheck() -> None:
+    """Refuse before the kernel modules are imported: importing them with the interpreter off
+    defines them for a GPU for the rest of the process."""
+    if not torch.cuda.is_available() and triton_kernel_mode() is None and not triton_interpreter_setting():
+        raise BackendUnavailableError(*TRITON_NO_DEVICE)
+
+
 def _triton_composer() -> Composer:
+    _triton_precheck()
     from .triton_backend import load_composer
     return load_composer()
 
 
 def _triton_convolver() -> Convolver:
+    _triton_precheck()
     from .triton_backend import load_convolver
     return load_convolver()
 
 
-def _cuda_composer() -> Composer:
-    from .cuda_backend import load_composer
-    return load_composer()
+def _cuda_fix() -> str:
+    """How to get the CUDA backend, from the first thing it lacks here."""
+    import importlib.util
+    from .cuda_backend import BUILD_HINT
+    if importlib.util.find_spec(__name__.rpartition(".")[0] + "._C") is None:
+        return BUILD_HINT
+    if torch.version.cuda is None:
+        return "install the CUDA build of torch that expandnets_cuda._C was built against"
+    if not torch.cuda.is_available():
+        return "run on a machine with an NVIDIA GPU of compute capability 8.0 or newer"
+    return "run on a GPU of compute capability 8.0 or newer, or rebuild: " + BUILD_HINT
 
 
-def _cuda_convolver() -> Convolver:
-    from .cuda_backend import load_convolver
-    return load_convolver()
+def _cuda_loader(stage: str) -> Callable:
+    def load():
+        from . import cuda_backend
+        try:
+            return getattr(cuda_backend, f"load_{stage}")()
+        except BackendUnavailableError as err:
+            raise BackendUnavailableError(str(err), _cuda_fix()) from err
+    return load
+
+
+_cuda_composer, _cuda_convolver = _cuda_loader("composer"), _cuda_loader("convolver")
 
 
 register_composer("torch", _torch_composer)
