@@ -10,7 +10,8 @@ _reference_binding.bind()  # before anything imports .reference: see _reference_
 from .autotune import clear_cache as clear_auto_cache
 from .backends import BackendInfo, BackendUnavailableError, available_backends
 from .complexity import complexity, count_macs, count_params
-from .conversion import ExpansionWarning, contract_model, expand_model, init_from_nonlinear
+from .conversion import ExpansionWarning, contract_model, expand_model, init_from_nonlinear, plan_expansion
+from .expansion_plan import ExpansionPlan, LayerDecision
 from .fused_conv import FusedExpandConv2d
 from .fused_linear import FusedExpandLinear
 
@@ -20,4 +21,5 @@ __all__ = [
     "FusedExpandConv2d", "FusedExpandLinear", "expand_model", "contract_model", "init_from_nonlinear",
     "complexity", "count_params", "count_macs", "available_backends", "BackendInfo",
     "BackendUnavailableError", "ExpansionWarning", "clear_auto_cache", "__version__",
+    "plan_expansion", "ExpansionPlan", "LayerDecision",
 ]

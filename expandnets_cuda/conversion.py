@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Callable, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from . import reference as python_ref
 from .reference.spec import STRATEGIES, check_rate, ck_ineligibility
 from .fused_conv import FusedExpandConv2d
 from .fused_linear import FusedExpandLinear
+from .expansion_plan import ExpansionPlan, decide
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,10 @@ EXPANDED_TYPES = (FusedExpandConv2d, FusedExpandLinear, python_ref.ExpandedConv2
 
 
 class ExpansionWarning(UserWarning):
-    """``expand_model`` left a selected layer compact because the strategy cannot expand it."""
+    """``expand_model`` expanded nothing, or left selected layers compact that its strategy cannot expand."""
+
+# Lines of per-layer detail a warning shows before it says "... and N more".
+WARNING_LINES = 12
 
 
 def _make_filter(layers: LayerFilter) -> Tuple[Callable[[str, nn.Module], bool], Optional[set]]:
@@ -71,9 +75,61 @@ def _expanded_linear(linear: nn.Linear, rate: float, nonlinear: bool, backend: s
     return unit.train(linear.training)
 
 
+def plan_expansion(model: nn.Module, strategy: Optional[str] = "cl", rate: float = 4,
+                   layers: LayerFilter = None, fc: bool = False) -> ExpansionPlan:
+    """What ``expand_model`` would do with each plain Conv2d/Linear of ``model``, changing nothing.
+
+    ``print(plan)`` shows one line per layer: expanded how (CL/CK/FC and the sub-layer widths) or
+    left compact and why. Arguments as ``expand_model``'s.
+    """
+    if strategy is not None and (not isinstance(strategy, str) or strategy.lower() not in STRATEGIES):
+        raise ValueError(f"strategy must be one of {STRATEGIES} or None, got {strategy!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(fc, bool):
+        raise TypeError(f"fc must be a bool, got {type(fc).__name__}")
+    rate = check_rate(rate)
+    strategy = strategy.lower() if strategy else None
+    selected, named = _make_filter(layers)
+    leaves = list(_leaf_layers(model))
+    if named is not None:
+        unknown = sorted(named - {name for name, _ in leaves})
+        if unknown:
+            raise ValueError(f"layers names modules that are not plain Conv2d/Linear layers of the model: {unknown}")
+    decisions = [decide(name, module, strategy=strategy, rate=rate, fc=fc, selected=selected(name, module),
+                        named=named) for name, module in leaves]
+    return ExpansionPlan(decisions, strategy, rate, fc)
+
+
+def _warning_text(plan: ExpansionPlan, headline: str, decisions) -> str:
+    """A summary line, how many layers each reason holds back, then one line per layer (capped)."""
+    counts: Dict[str, int] = {}
+    for d in decisions:
+        counts[d.detail] = counts.get(d.detail, 0) + 1
+    lines = [f"{n:>4} x {reason}" for reason, n in counts.items()] if len(counts) > 1 else []
+    lines += plan.lines(decisions[:WARNING_LINES])
+    if len(decisions) > WARNING_LINES:
+        lines.append(f"... and {len(decisions) - WARNING_LINES} more (print(ec.plan_expansion(...)) lists every layer)")
+    return "\n".join([headline, *("  " + line for line in lines)])
+
+
+def _warn_about(plan: ExpansionPlan) -> None:
+    if not plan.expanded:
+        headline = (f"expand_model expanded nothing (strategy {plan.strategy!r}, fc={plan.fc}): "
+                    f"all {len(plan)} Conv2d/Linear layer(s) stay compact")
+        warnings.warn(_warning_text(plan, headline, list(plan)), ExpansionWarning, stacklevel=3)
+        return
+    cannot = [d for d in plan if d.ineligible]
+    if cannot:
+        headline = (f"expand_model: strategy {plan.strategy!r} cannot expand {len(cannot)} selected layer(s); "
+                    f"they stay compact ({len(plan.expanded)} other(s) expanded)")
+        warnings.warn(_warning_text(plan, headline, cannot), ExpansionWarning, stacklevel=3)
+
+
 def expand_model(model: nn.Module, strategy: Optional[str] = "cl", rate: float = 4,
                  layers: LayerFilter = None, fc: bool = False, *, nonlinear: bool = False,
-                 backend: str = "auto", inplace: bool = False) -> nn.Module:
+                 backend: str = "auto", inplace: bool = False,
+                 dry_run: bool = False) -> Union[nn.Module, ExpansionPlan]:
     """Replace the eligible layers of ``model`` by freshly initialised expanded units.
 
     strategy: ``"cl"``, ``"ck"`` or ``None`` (leave convolutions alone, e.g. for FC only).
@@ -85,50 +141,30 @@ def expand_model(model: nn.Module, strategy: Optional[str] = "cl", rate: float =
       ``callable(name, module) -> bool``.
     nonlinear: build the nonlinear counterparts (ReLU between sub-layers) for "+Init".
     backend: the backend of every new unit. inplace: modify ``model`` instead of a deep copy.
+    dry_run: return the ``ExpansionPlan`` (``plan_expansion``) and leave ``model`` untouched.
+
+    The returned model carries its plan as ``model.expansion_plan`` (``print`` it: one line per
+    layer, expanded how or left compact and why); the plan is also logged at INFO level. Warns
+    (``ExpansionWarning``) when nothing at all is expanded.
     """
-    if strategy is not None and (not isinstance(strategy, str) or strategy.lower() not in STRATEGIES):
-        raise ValueError(f"strategy must be one of {STRATEGIES} or None, got {strategy!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(fc, bool):
-        raise TypeError(f"fc must be a bool, got {type(fc).__name__}")
-    rate = check_rate(rate)
-    strategy = strategy.lower() if strategy else None
-    selected, named = _make_filter(layers)
-    if named is not None:
-        known = {name for name, _ in _leaf_layers(model)}
-        unknown = sorted(named - known)
-        if unknown:
-            raise ValueError(f"layers names modules that are not plain Conv2d/Linear layers of the model: {unknown}")
+    plan = plan_expansion(model, strategy, rate, layers, fc)
+    if dry_run:
+        logger.info("%s", plan)
+        return plan
     if not inplace:
         model = copy.deepcopy(model)
-
-    replaced: List[str] = []
-    cannot: List[str] = []
-    for name, module in list(_leaf_layers(model)):
-        if not selected(name, module):
+    for decision in plan:
+        if not decision.expanded:
             continue
-        if isinstance(module, nn.Linear):
-            if fc:
-                _set_submodule(model, name, _expanded_linear(module, rate, nonlinear, backend))
-                replaced.append(name)
-            continue
-        if strategy is None:
-            continue
-        if strategy == "ck":
-            reason = ck_ineligibility(module.kernel_size, module.groups)
-            if reason:
-                cannot.append(f"{name} ({reason})")
-                continue
-        elif module.kernel_size == (1, 1) and named is None:
-            logger.info("expand_model: %s left compact (1x1 kernel; name it in layers= to expand it)", name)
-            continue
-        _set_submodule(model, name, _expanded_conv(module, strategy, rate, nonlinear, backend))
-        replaced.append(name)
-    if cannot:
-        warnings.warn(f"expand_model: strategy {strategy!r} cannot expand {len(cannot)} selected layer(s), "
-                      f"left compact: {'; '.join(cannot)}", ExpansionWarning, stacklevel=2)
-    logger.info("expand_model: expanded %d layer(s): %s", len(replaced), replaced)
+        module = model.get_submodule(decision.name)
+        if decision.action == "fc":
+            new = _expanded_linear(module, plan.rate, nonlinear, backend)
+        else:
+            new = _expanded_conv(module, decision.action, plan.rate, nonlinear, backend)
+        _set_submodule(model, decision.name, new)
+    _warn_about(plan)
+    logger.info("%s", plan)
+    model.expansion_plan = plan
     return model
 
 
