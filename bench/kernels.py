@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     __package__ = "bench"
 
 from expandnets_cuda import backends  # noqa: E402
-from expandnets_cuda.timing import median_seconds  # noqa: E402
+from expandnets_cuda.timing import interleaved  # noqa: E402
 from expandnets_cuda.reference import ConvUnitSpec, build_conv_layers, layer_params  # noqa: E402
 
 from . import report  # noqa: E402
@@ -36,17 +36,19 @@ def conv_rows(convolver: backends.Convolver, case, batch: int, device, dtype, mi
                     dtype=dtype, requires_grad=True)
     b = torch.randn(case.out_channels, device=device, dtype=dtype, requires_grad=True)
     args = (case.stride, case.padding, (1, 1), case.groups)
-    rows = []
+    steps = {}
     for name, conv in (("aten", F.conv2d), (convolver.name, convolver.conv2d)):
         y = conv(x, w, b, *args)
         grad = torch.randn_like(y)
-        times = {
-            "fwd_ms": median_seconds(lambda: conv(x, w, b, *args), device, min_run_time) * 1e3,
-            "dgrad_ms": median_seconds(lambda: torch.autograd.grad(y, x, grad, retain_graph=True), device,
-                                       min_run_time) * 1e3,
-            "wgrad_ms": median_seconds(lambda: torch.autograd.grad(y, [w, b], grad, retain_graph=True), device,
-                                       min_run_time) * 1e3,
-        }
+        steps[name, "fwd"] = lambda conv=conv: conv(x, w, b, *args)
+        steps[name, "dgrad"] = lambda y=y, grad=grad: torch.autograd.grad(y, x, grad, retain_graph=True)
+        steps[name, "wgrad"] = lambda y=y, grad=grad: torch.autograd.grad(y, [w, b], grad, retain_graph=True)
+    timings = interleaved(steps, device, min_run_time=min_run_time)  # aten and the convolver side by side
+    rows = []
+    for name in ("aten", convolver.name):
+        times = {}
+        for mode in ("fwd", "dgrad", "wgrad"):
+            times.update(timings[name, mode].as_dict(mode))
         rows.append({"kind": "conv", "label": case.label, "impl": name, "batch": batch, "dtype": str(dtype), **times})
     for row in rows[1:]:
         for key in ("fwd_ms", "dgrad_ms", "wgrad_ms"):
@@ -69,11 +71,12 @@ def compose_row(composer: backends.Composer, case, strategy: str, rate: float, d
     outs = [weight] + ([bias] if bias is not None else [])
     grads = [torch.randn_like(t) for t in outs]
     params = list(weights) + list(biases or [])
-    fwd = median_seconds(compose, device, min_run_time)
-    fwd_bwd = median_seconds(lambda: torch.autograd.grad([t for t in compose() if t is not None], params, grads),
-                             device, min_run_time)
+    timings = interleaved({"fwd": compose,
+                           "fwd_bwd": lambda: torch.autograd.grad([t for t in compose() if t is not None], params,
+                                                                  grads)}, device, min_run_time=min_run_time)
     return {"kind": "compose", "label": case.label, "impl": composer.name, "strategy": strategy, "rate": rate,
-            "fwd_us": fwd * 1e6, "fwd_bwd_us": fwd_bwd * 1e6}
+            **{f"{mode}_us": t.median * 1e6 for mode, t in timings.items()},
+            **{f"{mode}_spread": t.spread for mode, t in timings.items()}}
 
 
 def main(argv=None) -> dict:
@@ -92,7 +95,7 @@ def main(argv=None) -> dict:
     wanted = set(args.backends.split(",")) if args.backends else None
     composers = {pair.composer.name: pair.composer for pair in pairs if not wanted or pair.composer.name in wanted}
     convolvers = {pair.convolver.name: pair.convolver for pair in pairs if not wanted or pair.convolver.name in wanted}
-    env = report.environment(device)
+    env = report.environment(device, sys.argv[1:] if argv is None else list(argv), "bench.kernels")
     print(f"kernel benchmark on {env['device']}: composers {list(composers)}, convolvers {list(convolvers)}")
     rows: List[dict] = []
     cases = [c for m in args.models.split(",") for c in layer_cases(m)]

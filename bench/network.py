@@ -1,15 +1,20 @@
 """Network benchmark: training throughput (images/s of a full SGD step) and memory of a compact
-model and its ExpandNets, unfused (the paper's setting) and fused."""
+model, its ExpandNets (unfused, the paper's setting; fused, this library) and the peers a user
+could pick instead (bench/peers.py), all of one model timed in one round-robin."""
 from __future__ import annotations
+
+import copy
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
 
 import expandnets_cuda as ec
-from expandnets_cuda.timing import median_seconds
+from expandnets_cuda.timing import interleaved
 
 from .cases import MODELS
 from .memory import step_memory
+from .peers import build_peer
 
 FORMS = ("compact", "cl", "ck", "cl+fc", "ck+fc", "fc")
 
@@ -23,22 +28,78 @@ def build(model_name: str, form: str, rate: float, backend: str) -> nn.Module:
     return ec.expand_model(model, strategy, rate, fc=bool(fc) or form == "fc", backend=backend)
 
 
+def form_strategies(form: str) -> set:
+    """The conv strategies a network form uses (``"fc"`` alone uses none)."""
+    return {part for part in form.split("+") if part in ("cl", "ck")}
+
+
+class Variant:
+    """One model of the comparison with its own optimizer and data: ``step()`` is one SGD step."""
+
+    def __init__(self, model: nn.Module, form: str, rate, variant: str, batch: int, device: torch.device):
+        self.model, self.form, self.rate, self.variant = model.to(device).train(), form, rate, variant
+        self.params = ec.count_params(model)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch, 3, 32, 32, generator=generator).to(device)
+        self.y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+
+    @property
+    def name(self) -> str:
+        return "compact" if self.form == "compact" else f"{self.form}@{self.rate:g}:{self.variant}"
+
+
+def network_variants(model_name: str, forms: Sequence[str], rates: Sequence[float], batch: int,
+                     device: torch.device, backend: str = "auto", peers: Sequence[str] = (),
+                     peer_rates: Dict[str, Sequence[float]] = None) -> List[Variant]:
+    """Compact, then per form and rate: unfused, fused and each peer (where its rates allow)."""
+    peer_rates = peer_rates or {}
+    torch.manual_seed(0)
+    variants = [Variant(build(model_name, "compact", None, backend), "compact", None, "compact", batch, device)]
+    for form in forms:
+        if form == "compact":
+            continue
+        for rate in rates:
+            torch.manual_seed(0)
+            unfused = build(model_name, form, rate, "reference")
+            fused = build(model_name, form, rate, backend)
+            fused.load_state_dict(unfused.state_dict())
+            variants.append(Variant(fused, form, rate, "fused", batch, device))
+            variants.append(Variant(unfused, form, rate, "unfused", batch, device))
+            for peer in peers:
+                if rate in peer_rates.get(peer, rates):
+                    variants.append(Variant(build_peer(peer, copy.deepcopy(unfused)), form, rate, peer, batch, device))
+    return variants
+
+
+def bench_networks(model_name: str, forms: Sequence[str], rates: Sequence[float], batch: int,
+                   device: torch.device, min_run_time: float, rounds: int = 7, backend: str = "auto",
+                   peers: Sequence[str] = (), peer_rates: Dict[str, Sequence[float]] = None) -> List[dict]:
+    """One row per variant, every variant of the model timed in the same round-robin."""
+    variants = network_variants(model_name, forms, rates, batch, device, backend, peers, peer_rates)
+    timings = interleaved({v.name: v.step for v in variants}, device, min_run_time=min_run_time, rounds=rounds)
+    rows = []
+    for v in variants:
+        t = timings[v.name]
+        rows.append({"model": model_name, "form": v.form, "rate": v.rate, "variant": v.variant, "batch": batch,
+                     **t.as_dict("step"), "noisy": t.noisy, "threads": t.threads,
+                     "images_per_s": batch / t.median, "params": v.params,
+                     **step_memory(lambda v=v: v.model(v.x), v.step, device)})
+    return rows
+
+
 def bench_network(model_name: str, form: str, rate: float, fused: bool, batch: int, device: torch.device,
                   min_run_time: float, backend: str = "auto") -> dict:
-    torch.manual_seed(0)
-    model = build(model_name, form, rate, backend if fused else "reference").to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    step()  # fills auto's cache and the optimizer state before timing
-    seconds = median_seconds(step, device, min_run_time)
-    return {"model": model_name, "form": form, "rate": None if form == "compact" else rate,
-            "variant": "compact" if form == "compact" else ("fused" if fused else "unfused"),
-            "batch": batch, "step_ms": seconds * 1e3, "images_per_s": batch / seconds,
-            "params": ec.count_params(model), **step_memory(lambda: model(x), step, device)}
+    """One variant alone (kept for scripts that time a single model)."""
+    variants = network_variants(model_name, [form], [rate], batch, device, backend)
+    wanted = "compact" if form == "compact" else ("fused" if fused else "unfused")
+    variant = next(v for v in variants if v.variant == wanted)
+    t = interleaved({"step": variant.step}, device, min_run_time=min_run_time, rounds=5)["step"]
+    return {"model": model_name, "form": form, "rate": None if form == "compact" else rate, "variant": wanted,
+            "batch": batch, **t.as_dict("step"), "noisy": t.noisy, "images_per_s": batch / t.median,
+            "params": variant.params, **step_memory(lambda: variant.model(variant.x), variant.step, device)}

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import platform
 import re
+import shlex
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from expandnets_cuda.timing import SPREAD_WARNING
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PAPER_TABLES = REPO.parent / "shared" / "paper_tables.json"
+IN_CHECKOUT = (REPO / "setup.py").exists()  # False when installed as expandnets_cuda.bench
+PAPER_TABLES = pathlib.Path(os.environ.get("EXPANDNETS_PAPER_TABLES") or REPO.parent / "shared" / "paper_tables.json")
 # Table S10 keys of the unfused ExpandNets the network benchmark reproduces (r=4).
 PAPER_S10 = {("smallnet7", "compact"): "SmallNet_7x7", ("smallnet7", "cl"): "SmallNet_ExpandNet_CL",
              ("smallnet7", "cl+fc"): "SmallNet_ExpandNet_CL_FC", ("smallnet7", "ck"): "SmallNet_ExpandNet_CK",
@@ -28,8 +33,10 @@ def paper_train_ratio(model: str, form: str) -> Optional[float]:
     return table[PAPER_S10[model, form]]["train"] / table[PAPER_S10[model, "compact"]]["train"]
 
 
-def environment(device: torch.device) -> dict:
-    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+def environment(device: torch.device, argv: Optional[Sequence[str]] = None, module: str = "bench.run") -> dict:
+    """Device, versions, thread count, date and the exact command of a run."""
+    command = (f"python -m {module} " + shlex.join(argv)).strip() if argv is not None else shlex.join(sys.argv)
+    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
             "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device_type": device.type, "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads()}
@@ -46,37 +53,76 @@ def environment(device: torch.device) -> dict:
     return info
 
 
+def _spread(row: dict, key: str) -> str:
+    """``±IQR%`` of a timing, with ``!`` where it exceeds the noise threshold."""
+    spread = row.get(f"{key}_spread")
+    if spread is None:
+        return ""
+    return f"±{100 * spread:.0f}%" + ("!" if spread > SPREAD_WARNING else "")
+
+
 def format_layer_rows(rows: List[dict]) -> str:
-    lines = [f"{'layer':<52} {'strat':<5} {'r':>3} {'impl':<16} {'fwd ms':>9} {'bwd ms':>9} {'f+b ms':>9} "
-             f"{'x compact':>9} {'vs unfused':>10} {'saved MB':>9}"]
+    lines = [f"{'layer':<46} {'strat':<5} {'r':>3} {'impl':<15} {'fwd ms':>8} {'bwd ms':>8} {'f+b ms':>8} "
+             f"{'spread':>7} {'x compact':>9} {'vs unfused':>10} {'saved MB':>8}"]
     for r in rows:
-        lines.append(f"{r['label'][:52]:<52} {r['strategy']:<5} {r['rate']:>3g} {r['impl']:<16} {r['fwd_ms']:9.3f} "
-                     f"{r['bwd_ms']:9.3f} {r['fwd_bwd_ms']:9.3f} {r['fwd_bwd_vs_compact']:9.2f} "
-                     f"{r['fwd_bwd_speedup_vs_unfused']:9.2f}x {r['saved_bytes'] / 2**20:9.2f}")
+        lines.append(f"{r['label'][:46]:<46} {r['strategy']:<5} {r['rate']:>3g} {r['impl']:<15} {r['fwd_ms']:8.3f} "
+                     f"{r['bwd_ms']:8.3f} {r['fwd_bwd_ms']:8.3f} {_spread(r, 'fwd_bwd'):>7} "
+                     f"{r['fwd_bwd_vs_compact']:9.2f} {r['fwd_bwd_speedup_vs_unfused']:9.2f}x "
+                     f"{r['saved_bytes'] / 2**20:8.2f}")
     return "\n".join(lines)
 
 
 def network_ratios(rows: List[dict]) -> List[dict]:
-    """Each ExpandNet row with its throughput relative to the compact model of the same run."""
+    """Each row with its throughput relative to the compact model of the same round-robin; fused
+    rows also with their speed-up over the unfused chain and over the fastest peer."""
     compact = {r["model"]: r for r in rows if r["variant"] == "compact"}
+    by_key: Dict[tuple, Dict[str, dict]] = {}
+    for r in rows:
+        by_key.setdefault((r["model"], r["form"], r["rate"]), {})[r["variant"]] = r
     out = []
     for r in rows:
         base = compact.get(r["model"])
-        ratio = r["images_per_s"] / base["images_per_s"] if base else None
-        out.append({**r, "throughput_vs_compact": ratio,
-                    "paper_unfused_vs_compact_r4": paper_train_ratio(r["model"], r["form"])})
+        row = {**r, "throughput_vs_compact": r["images_per_s"] / base["images_per_s"] if base else None,
+               "saved_vs_compact": r["saved_bytes"] / base["saved_bytes"] if base and base["saved_bytes"] else None,
+               "paper_unfused_vs_compact_r4": paper_train_ratio(r["model"], r["form"]) if r["rate"] == 4 else None}
+        if r["variant"] == "fused":
+            group = by_key[r["model"], r["form"], r["rate"]]
+            unfused = group.get("unfused")
+            row["speedup_vs_unfused"] = unfused["step_ms"] / r["step_ms"] if unfused else None
+            peers = {name: v for name, v in group.items() if name not in ("fused", "unfused", "compact")}
+            if peers:
+                best = min(peers, key=lambda name: peers[name]["step_ms"])
+                row["best_peer"], row["speedup_vs_best_peer"] = best, peers[best]["step_ms"] / r["step_ms"]
+        out.append(row)
     return out
 
 
 def format_network_rows(rows: List[dict]) -> str:
-    lines = [f"{'model':<13} {'form':<8} {'r':>3} {'variant':<8} {'step ms':>9} {'img/s':>10} {'x compact':>9} "
-             f"{'paper@r4':>8} {'params':>10} {'saved MB':>9}"]
+    lines = [f"{'model':<13} {'form':<8} {'r':>3} {'variant':<9} {'step ms':>9} {'spread':>7} {'img/s':>9} "
+             f"{'x compact':>9} {'paper@r4':>8} {'params':>10} {'saved MB':>8}"]
     for r in rows:
         paper = r["paper_unfused_vs_compact_r4"]
-        lines.append(f"{r['model']:<13} {r['form']:<8} {r['rate'] or '-':>3} {r['variant']:<8} {r['step_ms']:9.2f} "
-                     f"{r['images_per_s']:10.1f} {r['throughput_vs_compact']:9.2f} "
+        rate = f"{r['rate']:g}" if r["rate"] else "-"
+        lines.append(f"{r['model']:<13} {r['form']:<8} {rate:>3} {r['variant']:<9} {r['step_ms']:9.2f} "
+                     f"{_spread(r, 'step'):>7} {r['images_per_s']:9.1f} {r['throughput_vs_compact']:9.2f} "
                      f"{(f'{paper:.2f}' if paper and r['variant'] == 'unfused' else ''):>8} {r['params']:>10,} "
-                     f"{r['saved_bytes'] / 2**20:9.2f}")
+                     f"{r['saved_bytes'] / 2**20:8.2f}")
+    return "\n".join(lines)
+
+
+def headline(network_rows: List[dict]) -> str:
+    """One line per model, form and rate: fused vs compact, vs unfused, vs the best peer, memory."""
+    lines = []
+    for r in network_rows:
+        if r["variant"] != "fused":
+            continue
+        noisy = "  (noisy: spread > 10%)" if r.get("noisy") else ""
+        peer = (f", {r['speedup_vs_best_peer']:.2f}x the best peer ({r['best_peer']})"
+                if r.get("best_peer") else "")
+        unfused = f", {r['speedup_vs_unfused']:.1f}x faster than unfused" if r.get("speedup_vs_unfused") else ""
+        memory = f", saved memory {r['saved_vs_compact']:.2f}x compact" if r.get("saved_vs_compact") else ""
+        lines.append(f"  {r['model']} {r['form'].upper()} r={r['rate']:g}: fused trains at "
+                     f"{r['throughput_vs_compact']:.2f}x the compact network's speed{unfused}{peer}{memory}{noisy}")
     return "\n".join(lines)
 
 
@@ -90,15 +136,12 @@ def write_json(path: pathlib.Path, record: dict) -> None:
     path.write_text(json.dumps(record, indent=1))
 
 
-def plot_slowdown(network_rows: List[dict], path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
-    """Training-step slowdown vs the compact model as a function of r, unfused vs fused."""
-    curves: Dict[tuple, Dict[float, float]] = {}
-    for r in network_rows:
-        if r["variant"] == "compact" or r["throughput_vs_compact"] is None:
-            continue
-        curves.setdefault((r["model"], r["form"], r["variant"]), {})[r["rate"]] = 1 / r["throughput_vs_compact"]
-    if not curves:
-        return None
+FORM_COLOURS = {"cl": "tab:blue", "ck": "tab:orange", "cl+fc": "tab:green", "ck+fc": "tab:red", "fc": "tab:purple"}
+VARIANT_STYLES = {"fused": dict(linestyle="-", marker="o"), "unfused": dict(linestyle="--", marker="s"),
+                  "collapse": dict(linestyle=":", marker="^"), "compile": dict(linestyle="-.", marker="v")}
+
+
+def _pyplot():
     try:
         import matplotlib
     except ImportError:  # e.g. a bare GPU image: the JSON still holds every figure
@@ -106,18 +149,84 @@ def plot_slowdown(network_rows: List[dict], path: pathlib.Path, title: str) -> O
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (model, form, variant), points in sorted(curves.items()):
-        rates = sorted(points)
-        ax.plot(rates, [points[x] for x in rates], marker="o", linestyle="-" if variant == "fused" else "--",
-                label=f"{model} {form.upper()} {variant}")
-    ax.axhline(1.0, color="black", linewidth=0.8)
+    return plt
+
+
+def _rate_axis(ax, rates) -> None:
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    ax.set_xticks(rates)
+    ax.set_xticklabels([f"{r:g}" for r in rates])
+    ax.minorticks_off()
     ax.set_xlabel("expansion rate r")
-    ax.set_ylabel("training step time / compact")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+
+
+def plot_networks(network_rows: List[dict], path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
+    """Step time / compact vs r; a colour per form, a line style per variant (fused solid)."""
+    curves: Dict[tuple, Dict[float, float]] = {}
+    for r in network_rows:
+        if r["variant"] != "compact" and r.get("throughput_vs_compact"):
+            curves.setdefault((r["model"], r["form"], r["variant"]), {})[r["rate"]] = 1 / r["throughput_vs_compact"]
+    models = sorted({model for model, _, _ in curves})
+    plt = _pyplot() if curves else None
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rates = sorted({rate for (m, _, _), pts in curves.items() if m == model for rate in pts})
+        for (m, form, variant), points in sorted(curves.items()):
+            if m != model:
+                continue
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], color=FORM_COLOURS.get(form, "gray"),
+                    label=f"{form.upper()} {variant}", **VARIANT_STYLES.get(variant, {}))
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.text(rates[0], 1.0, " compact", va="bottom", fontsize=8)
+        _rate_axis(ax, rates)
+        ax.set_yscale("log")
+        ax.set_ylabel("training step time / compact (lower is better)")
+        ax.set_title(f"{model}: fused solid, unfused dashed, peers dotted", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
+    """Per strategy: geometric mean over layers of fwd+bwd time / compact vs r, one line per implementation."""
+    import math
+    groups: Dict[tuple, List[float]] = {}
+    for r in layer_rows:
+        if r["impl"] != "compact":
+            groups.setdefault((r["strategy"], r["impl"], r["rate"]), []).append(math.log(r["fwd_bwd_vs_compact"]))
+    strategies = sorted({s for s, _, _ in groups})
+    plt = _pyplot() if groups else None
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, len(strategies), figsize=(6 * len(strategies), 4.5), squeeze=False)
+    for ax, strategy in zip(axes[0], strategies):
+        colour = FORM_COLOURS.get(strategy, "gray")
+        impls = sorted({impl for s, impl, _ in groups if s == strategy})
+        rates = sorted({rate for s, _, rate in groups if s == strategy})
+        for n, impl in enumerate(impls):
+            xs = [rate for rate in rates if (strategy, impl, rate) in groups]
+            ys = [math.exp(sum(groups[strategy, impl, x]) / len(groups[strategy, impl, x])) for x in xs]
+            variant = "fused" if impl.startswith("fused") else impl
+            style = dict(VARIANT_STYLES.get(variant, {}))
+            shade = colour if variant in ("fused", "unfused") else "gray"
+            if impl.startswith("fused") and impl != "fused[auto]":
+                style["linewidth"], style["alpha"] = 1, 0.5
+            ax.plot(xs, ys, color=shade, label=impl, **style)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        _rate_axis(ax, rates)
+        ax.set_yscale("log")
+        ax.set_ylabel("fwd+bwd time / compact conv (geometric mean over layers)")
+        n_layers = len({(r["label"]) for r in layer_rows if r["strategy"] == strategy})
+        ax.set_title(f"{strategy.upper()} layers ({n_layers}): fused solid, unfused dashed, peers gray", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

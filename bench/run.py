@@ -27,12 +27,15 @@ import expandnets_cuda as ec  # noqa: E402
 from . import report  # noqa: E402
 from .cases import MODELS, layer_cases  # noqa: E402
 from .layers import bench_layer  # noqa: E402
-from .network import FORMS, bench_network  # noqa: E402
+from .network import FORMS, bench_networks, form_strategies  # noqa: E402
+from .peers import PEERS  # noqa: E402
 
-QUICK = dict(layer_batch=8, network_batch=32, min_run_time=0.05, mobilenet_layers=3,
-             network_models=("smallnet7",), network_forms=("compact", "cl", "ck", "cl+fc"))
-FULL = dict(layer_batch=128, network_batch=128, min_run_time=0.2, mobilenet_layers=None,
-            network_models=("smallnet7", "mobilenet_v2"), network_forms=("compact", "cl", "ck", "cl+fc", "ck+fc"))
+QUICK = dict(layer_batch=8, network_batch=32, min_run_time=0.3, rounds=5, mobilenet_layers=3,
+             network_models=("smallnet7",), network_forms=("compact", "cl", "ck", "cl+fc"),
+             compile_rates=(4.0,), layer_peers=("collapse",))
+FULL = dict(layer_batch=128, network_batch=128, min_run_time=0.5, rounds=7, mobilenet_layers=None,
+            network_models=("smallnet7", "mobilenet_v2"), network_forms=("compact", "cl", "ck", "cl+fc", "ck+fc"),
+            compile_rates=None, layer_peers=("collapse",))
 
 
 def _csv(value: str) -> List[str]:
@@ -49,16 +52,23 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help=f"layer-benchmark models, from {list(MODELS)}")
     p.add_argument("--network-models", default=None, help="network-benchmark models (default per mode)")
     p.add_argument("--forms", default=None, help=f"network forms, from {FORMS} (default per mode)")
-    p.add_argument("--strategies", default="cl,ck")
+    p.add_argument("--strategies", default="cl,ck", help="conv strategies, for layers and network forms")
     p.add_argument("--rates", default="2,4,8")
     p.add_argument("--backends", default=None, help="fused backends to measure (default: every available one + auto)")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help=f"network peers, from {list(PEERS)} ('' for none)")
+    p.add_argument("--compile-rates", default=None,
+                   help="rates at which the torch.compile peer runs (default: 4 in quick mode, all in full)")
+    p.add_argument("--layer-peers", default=None, help="layer peers (default: collapse; compile costs a "
+                   "compilation per layer case)")
     p.add_argument("--layer-batch", type=int, default=None)
     p.add_argument("--network-batch", type=int, default=None)
-    p.add_argument("--min-run-time", type=float, default=None, help="seconds per CPU timing")
+    p.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per variant")
+    p.add_argument("--rounds", type=int, default=None, help="round-robin rounds (samples per variant)")
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--skip-network", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--out", default=None, help="JSON path (the PNG goes beside it)")
+    p.add_argument("--out", default=None, help="JSON path (the PNGs go beside it)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -78,8 +88,19 @@ def _progress(total: int, disable: bool):
 
 
 def default_out(device_name: str, on_gpu: bool) -> pathlib.Path:
-    folder = report.REPO / "bench" / "results" / ("" if on_gpu else "local")
-    return folder / f"{report.slug(device_name)}-{datetime.date.today().isoformat()}-bench.json"
+    """bench/results/ (GPU runs, to commit) or bench/results/local/ in a checkout; ./bench_results otherwise."""
+    name = f"{report.slug(device_name)}-{datetime.date.today().isoformat()}-bench.json"
+    if not report.IN_CHECKOUT:
+        return pathlib.Path.cwd() / "bench_results" / name
+    return report.REPO / "bench" / "results" / ("" if on_gpu else "local") / name
+
+
+def network_forms(forms: List[str], strategies: List[str]) -> List[str]:
+    """The forms whose conv strategies were asked for (``--strategies cl`` runs no CK form)."""
+    for form in forms:
+        if form not in FORMS:
+            raise SystemExit(f"--forms: unknown form {form!r}; choose from {list(FORMS)}")
+    return [f for f in forms if form_strategies(f) <= set(strategies)]
 
 
 def main(argv=None) -> dict:
@@ -91,16 +112,23 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     full = args.full or (device.type == "cuda" and not args.quick)
     cfg, mode = dict(FULL if full else QUICK), ("full" if full else "quick")
-    for key in ("layer_batch", "network_batch", "min_run_time"):
+    for key in ("layer_batch", "network_batch", "min_run_time", "rounds"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     rates = [float(r) for r in _csv(args.rates)]
     strategies = _csv(args.strategies)
+    peers = _csv(args.peers)
+    for peer in peers + (_csv(args.layer_peers) if args.layer_peers else []):
+        if peer not in PEERS:
+            raise SystemExit(f"--peers: unknown peer {peer!r}; choose from {list(PEERS)}")
+    layer_peers = _csv(args.layer_peers) if args.layer_peers is not None else list(cfg["layer_peers"])
+    compile_rates = ([float(r) for r in _csv(args.compile_rates)] if args.compile_rates is not None
+                     else list(cfg["compile_rates"] or rates))
     available = [pair.name for pair in ec.backends.candidate_pairs(device)]  # the fused pairs that run here
     backends = _csv(args.backends) if args.backends else available + ["auto"]
-    env = report.environment(device)
+    env = report.environment(device, sys.argv[1:] if argv is None else list(argv))
     print(f"expandnets_cuda benchmark ({mode}) on {env['device']}, torch {env['torch']}, triton {env['triton']}; "
-          f"fused backends {backends}")
+          f"fused backends {backends}; peers {peers}; {cfg['rounds']} interleaved rounds per comparison")
 
     cases = []
     for model in _csv(args.models):
@@ -111,11 +139,8 @@ def main(argv=None) -> dict:
             found = found[:cfg["mobilenet_layers"]]
         cases += [(case, s, r) for case in found for s in case.strategies(strategies) for r in rates]
     network_models = _csv(args.network_models) if args.network_models else list(cfg["network_models"])
-    forms = _csv(args.forms) if args.forms else list(cfg["network_forms"])
-    nets = [(m, "compact", None, False) for m in network_models]
-    nets += [(m, f, r, fused) for m in network_models for f in forms if f != "compact"
-             if not (m == "mobilenet_v2" and "ck" in f) for r in rates for fused in (False, True)]
-    progress = _progress((0 if args.skip_layers else len(cases)) + (0 if args.skip_network else len(nets)),
+    forms = network_forms(_csv(args.forms) if args.forms else list(cfg["network_forms"]), strategies)
+    progress = _progress((0 if args.skip_layers else len(cases)) + (0 if args.skip_network else len(network_models)),
                          args.no_progress)
 
     layer_rows: List[dict] = []
@@ -123,33 +148,45 @@ def main(argv=None) -> dict:
         for case, strategy, rate in cases:
             progress.set_description(f"{case.label} {strategy} r={rate:g}")
             layer_rows += bench_layer(case, strategy, rate, backends, cfg["layer_batch"], device,
-                                      torch.float32, cfg["min_run_time"])
+                                      torch.float32, cfg["min_run_time"], layer_peers, cfg["rounds"])
             progress.update()
     network_rows: List[dict] = []
     if not args.skip_network:
-        for model, form, rate, fused in nets:
-            progress.set_description(f"{model} {form} r={rate} {'fused' if fused else 'unfused'}")
-            network_rows.append(bench_network(model, form, rate, fused, cfg["network_batch"], device,
-                                              cfg["min_run_time"]))
+        for model in network_models:
+            progress.set_description(f"{model}: {len(forms)} forms x {len(rates)} rates")
+            model_forms = [f for f in forms if not (model == "mobilenet_v2" and "ck" in f)]
+            network_rows += bench_networks(model, model_forms, rates, cfg["network_batch"], device,
+                                           cfg["min_run_time"], cfg["rounds"], peers=peers,
+                                           peer_rates={"compile": compile_rates})
             progress.update()
         network_rows = report.network_ratios(network_rows)
     progress.close()
 
+    if network_rows:
+        print(f"\nHeadline ({env['device']}, training step at batch {cfg['network_batch']}, medians of "
+              f"{cfg['rounds']} interleaved rounds):")
+        print(report.headline(network_rows))
     if layer_rows:
-        print(f"\nLayers (batch {cfg['layer_batch']}; times are medians; 'x compact' and 'vs unfused' use fwd+bwd):")
+        print(f"\nLayers (batch {cfg['layer_batch']}; medians; spread = interquartile range / median, '!' over 10%; "
+              "'x compact' and 'vs unfused' use fwd+bwd):")
         print(report.format_layer_rows(layer_rows))
     if network_rows:
         print(f"\nNetworks (training step: forward, backward, SGD; batch {cfg['network_batch']}); "
               "'paper@r4' = the paper's unfused ExpandNet / compact training throughput (Table S10, V100s):")
         print(report.format_network_rows(network_rows))
-    out = pathlib.Path(args.out) if args.out else default_out(env["device"], device.type == "cuda")
-    record = {"environment": env, "mode": mode, "config": {**cfg, "rates": rates, "strategies": strategies,
-                                                           "backends": backends},
+    out = pathlib.Path(args.out).resolve() if args.out else default_out(env["device"], device.type == "cuda")
+    record = {"environment": env, "mode": mode,
+              "config": {**cfg, "rates": rates, "strategies": strategies, "backends": backends, "peers": peers,
+                         "layer_peers": layer_peers, "compile_rates": compile_rates, "forms": forms},
+              "headline": report.headline(network_rows).splitlines() if network_rows else [],
               "layers": layer_rows, "networks": network_rows}
     report.write_json(out, record)
-    plot = report.plot_slowdown(network_rows, out.with_suffix(".png"),
-                                f"Training step slowdown vs compact - {env['device']} - {env['date'][:10]}")
-    print(f"\nwrote {out}" + (f" and {plot}" if plot else ""))
+    stamp = f"{env['device']} - {env['date'][:10]} - torch {env['torch']}"
+    plots = [report.plot_networks(network_rows, out.with_name(out.stem + "-networks.png"),
+                                  f"Training step time vs compact - {stamp}"),
+             report.plot_layers(layer_rows, out.with_name(out.stem + "-layers.png"),
+                                f"Layer fwd+bwd time vs compact conv - {stamp}")]
+    print(f"\nwrote {out}" + "".join(f" and {plot}" for plot in plots if plot))
     return record
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 import tempfile
 
@@ -18,6 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
+from expandnets_cuda.timing import Timing  # noqa: E402
 from expandnets_cuda.train import TrainConfig, run  # noqa: E402
 
 from . import report  # noqa: E402
@@ -34,24 +34,36 @@ def main(argv=None) -> dict:
     p.add_argument("--rate", type=float, default=4)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--train-limit", type=int, default=None, help="first N training images (smoke runs)")
+    p.add_argument("--repeats", type=int, default=2, help="round-robin repeats of the whole set of runs")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    env = report.environment(torch.device(args.device))
-    rows = []
+    env = report.environment(torch.device(args.device), sys.argv[1:] if argv is None else list(argv),
+                             "bench.train_epochs")
+    epoch_times = {label: [] for label, _, _ in RUNS}
+    accuracy = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for label, form, backend in RUNS:
-            config = TrainConfig(model="smallnet7", form=form, rate=args.rate, dataset="digits", epochs=args.epochs,
-                                 batch_size=args.batch, backend=backend, device=args.device, progress=False,
-                                 verbose=False, train_limit=args.train_limit, test_limit=args.train_limit,
-                                 out_dir=str(pathlib.Path(scratch) / label.replace(" ", "_")))
-            result = run(config)
-            times = [m.time_s for m in result.history]
-            # The first epoch carries warm-up (kernel compilation, auto's measurements): report both.
-            rows.append({"run": label, "form": form, "backend": backend, "rate": args.rate,
-                         "epoch_s": times, "median_epoch_s": statistics.median(times[1:] or times),
-                         "test_acc": result.history[-1].test_acc})
-            print(f"{label:<11} epochs {', '.join(f'{t:.2f}' for t in times)} s  "
-                  f"median {rows[-1]['median_epoch_s']:.2f} s  test acc {100 * rows[-1]['test_acc']:.2f}%")
+        # Round-robin over the runs, --repeats times: a slow spell of the machine hits every run.
+        for repeat in range(args.repeats):
+            for label, form, backend in RUNS:
+                config = TrainConfig(model="smallnet7", form=form, rate=args.rate, dataset="digits",
+                                     epochs=args.epochs, batch_size=args.batch, backend=backend, device=args.device,
+                                     progress=False, verbose=False, train_limit=args.train_limit,
+                                     test_limit=args.train_limit,
+                                     out_dir=str(pathlib.Path(scratch) / f"{label.replace(' ', '_')}-{repeat}"))
+                result = run(config)
+                times = [m.time_s for m in result.history]
+                # The first epoch carries warm-up (kernel compilation, auto's measurements): kept apart.
+                epoch_times[label].append(times)
+                accuracy[label] = result.history[-1].test_acc
+    rows = []
+    for label, form, backend in RUNS:
+        steady = [t for times in epoch_times[label] for t in (times[1:] or times)]
+        timing = Timing(samples=steady, threads=torch.get_num_threads())
+        rows.append({"run": label, "form": form, "backend": backend, "rate": args.rate,
+                     "epoch_s": epoch_times[label], "median_epoch_s": timing.median, "spread": timing.spread,
+                     "test_acc": accuracy[label]})
+        print(f"{label:<11} median epoch {timing.median:.2f} s (spread {100 * timing.spread:.0f}%"
+              f"{', noisy' if timing.noisy else ''})  test acc {100 * accuracy[label]:.2f}%")
     base = rows[0]["median_epoch_s"]
     for row in rows:
         row["vs_compact"] = row["median_epoch_s"] / base

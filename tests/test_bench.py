@@ -1,15 +1,18 @@
 """The benchmark code paths on tiny sizes: layer rows, network rows, JSON and PNG outputs."""
+import copy
 import json
 
 import pytest
 import torch
 
+import expandnets_cuda as ec
 from bench import report
 from bench.cases import layer_cases
 from bench.layers import bench_layer
 from bench.memory import saved_for_backward_bytes
-from bench.network import bench_network, build
-from bench.run import main
+from bench.network import bench_network, bench_networks, build
+from bench.peers import PEERS, build_peer, online_collapse
+from bench.run import main, network_forms
 
 
 def test_layer_cases_cover_the_models():
@@ -24,10 +27,11 @@ def test_layer_cases_cover_the_models():
 
 def test_bench_layer_rows_are_consistent():
     case = layer_cases("smallnet3")[1]
-    rows = bench_layer(case, "cl", 2, ["torch"], 2, torch.device("cpu"), torch.float32, 0.01)
-    assert [r["impl"] for r in rows] == ["compact", "unfused", "fused[torch]"]
+    rows = bench_layer(case, "cl", 2, ["torch"], 2, torch.device("cpu"), torch.float32, 0.01, ["collapse"], 3)
+    assert [r["impl"] for r in rows] == ["compact", "unfused", "fused[torch]", "collapse"]
     for r in rows:
         assert r["fwd_ms"] > 0 and r["bwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 and r["saved_bytes"] > 0
+        assert len(r["fwd_bwd_samples_ms"]) == 3 and r["fwd_bwd_spread"] >= 0 and r["threads"] >= 1
         assert r["fwd_bwd_vs_compact"] == pytest.approx(r["fwd_bwd_ms"] / rows[0]["fwd_bwd_ms"])
         assert r["fwd_bwd_speedup_vs_unfused"] == pytest.approx(rows[1]["fwd_bwd_ms"] / r["fwd_bwd_ms"])
     # The unfused chain keeps r-times wider activations alive than the compact conv.
@@ -47,19 +51,92 @@ def test_network_forms_and_rows():
     assert row["variant"] == "fused" and row["images_per_s"] > 0 and row["params"] > 15_050
 
 
-def test_cli_tiny_run_writes_json_and_plot(tmp_path, capsys):
+def test_network_round_robin_has_every_variant_and_ratios():
+    rows = report.network_ratios(bench_networks("smallnet3", ["compact", "cl"], [2.0], 2, torch.device("cpu"),
+                                                0.01, rounds=3, peers=["collapse"]))
+    assert [(r["form"], r["variant"]) for r in rows] == [
+        ("compact", "compact"), ("cl", "fused"), ("cl", "unfused"), ("cl", "collapse")]
+    compact, fused, unfused, peer = rows
+    assert fused["throughput_vs_compact"] == pytest.approx(compact["step_ms"] / fused["step_ms"])
+    assert fused["speedup_vs_unfused"] == pytest.approx(unfused["step_ms"] / fused["step_ms"])
+    assert fused["best_peer"] == "collapse"
+    assert fused["speedup_vs_best_peer"] == pytest.approx(peer["step_ms"] / fused["step_ms"])
+    assert fused["paper_unfused_vs_compact_r4"] is None  # the paper's figure is for r=4 only
+    line = report.headline(rows)
+    assert "smallnet3 CL r=2" in line and "best peer (collapse)" in line and len(line.splitlines()) == 1
+
+
+def _expanded_twins(form):
+    torch.manual_seed(1)
+    unfused = build("smallnet3", form, 2, "reference").double()
+    return unfused, online_collapse(copy.deepcopy(unfused))
+
+
+@pytest.mark.parametrize("form", ["cl+fc", "fc"])
+def test_online_collapse_peer_is_the_same_function_and_gradients(form):
+    unfused, peer = _expanded_twins(form)
+    assert sum(type(m).__name__.startswith("OnlineCollapse") for m in peer.modules()) >= 1
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    a, b = unfused(x), peer(x)
+    assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    ga = torch.autograd.grad(a.square().sum(), list(unfused.parameters()))
+    gb = torch.autograd.grad(b.square().sum(), list(peer.parameters()))
+    for p, q in zip(ga, gb):
+        assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1, stride=2, groups=2, dilation=2, strategy="cl"),
+                                    dict(kernel_size=7, padding=(2, 3), stride=2, strategy="ck"),
+                                    dict(kernel_size=5, padding=1, dilation=2, strategy="ck", bias=False)])
+def test_online_collapse_conv_matches_the_unfused_unit(kwargs):
+    torch.manual_seed(2)
+    unit = ec.FusedExpandConv2d(4, 6, rate=1.5, backend="reference", dtype=torch.float64, **kwargs)
+    peer = build_peer("collapse", torch.nn.Sequential(unit))
+    x = torch.randn(2, 4, 13, 12, dtype=torch.float64, requires_grad=True)
+    a, b = unit(x), peer(x)
+    assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    grads = [torch.autograd.grad(y.square().sum(), [x, *unit.parameters()]) for y in (a, b)]
+    for p, q in zip(*grads):
+        assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_peer_wraps_the_unfused_chain():
+    # The benchmark compiles with Inductor; aot_eager checks the plumbing (same graph, no codegen) quickly.
+    unfused, _ = _expanded_twins("cl")
+    peer = build_peer("compile", copy.deepcopy(unfused), compile_backend="aot_eager")
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(peer(x), unfused(x), rtol=1e-12, atol=1e-12)
+    assert peer is not unfused and hasattr(peer, "_orig_mod")
+
+
+def test_unknown_peer_and_forms_filtered_by_strategy():
+    with pytest.raises(ValueError, match="peer"):
+        build_peer("orepa", torch.nn.Linear(2, 2))
+    assert PEERS == ("collapse", "compile")
+    assert network_forms(["compact", "cl", "ck", "cl+fc", "ck+fc", "fc"], ["cl"]) == ["compact", "cl", "cl+fc", "fc"]
+    with pytest.raises(SystemExit, match="--forms"):
+        network_forms(["cx"], ["cl"])
+
+
+def test_cli_tiny_run_writes_json_and_plots(tmp_path, capsys):
     out = tmp_path / "run.json"
-    record = main(["--device", "cpu", "--models", "smallnet3", "--strategies", "cl", "--rates", "2,4",
-                   "--layer-batch", "2", "--network-batch", "2", "--min-run-time", "0.01",
-                   "--network-models", "smallnet3", "--forms", "compact,cl", "--backends", "torch,auto",
-                   "--no-progress", "--out", str(out)])
+    argv = ["--device", "cpu", "--models", "smallnet3", "--strategies", "cl", "--rates", "2,4",
+            "--layer-batch", "2", "--network-batch", "2", "--min-run-time", "0.01", "--rounds", "2",
+            "--network-models", "smallnet3", "--forms", "compact,cl,ck", "--backends", "torch,auto",
+            "--peers", "collapse", "--no-progress", "--out", str(out)]
+    record = main(argv)
     saved = json.loads(out.read_text())
-    assert saved["layers"] == record["layers"] and len(saved["layers"]) == 3 * 2 * 4
-    assert {r["variant"] for r in saved["networks"]} == {"compact", "unfused", "fused"}
+    assert saved["layers"] == record["layers"] and len(saved["layers"]) == 3 * 2 * 5
+    assert {r["variant"] for r in saved["networks"]} == {"compact", "unfused", "fused", "collapse"}
+    assert {r["form"] for r in saved["networks"]} == {"compact", "cl"}  # --strategies cl: no CK form
     assert saved["environment"]["torch"] == torch.__version__ and saved["environment"]["date"]
-    assert out.with_suffix(".png").stat().st_size > 1000
+    assert saved["environment"]["command"] == "python -m bench.run " + " ".join(argv)
+    assert saved["environment"]["threads"] == torch.get_num_threads()
+    assert len(saved["headline"]) == 2
+    for suffix in ("-networks.png", "-layers.png"):
+        assert out.with_name(out.stem + suffix).stat().st_size > 1000
     printed = capsys.readouterr().out
-    assert "Layers" in printed and "Networks" in printed
+    assert "Headline" in printed and "Layers" in printed and "Networks" in printed
 
 
 def test_paper_ratio_lookup():
@@ -84,7 +161,15 @@ def test_kernel_bench_tiny(tmp_path):
 
 def test_train_epochs_bench_tiny(tmp_path):
     from bench.train_epochs import RUNS, main as epochs_main
-    record = epochs_main(["--device", "cpu", "--epochs", "1", "--train-limit", "32", "--batch", "16",
+    record = epochs_main(["--device", "cpu", "--epochs", "1", "--train-limit", "32", "--batch", "16", "--repeats", "1",
                           "--out", str(tmp_path / "epochs.json")])
     assert [r["run"] for r in record["rows"]] == [label for label, _, _ in RUNS]
     assert all(r["median_epoch_s"] > 0 for r in record["rows"]) and record["rows"][0]["vs_compact"] == 1.0
+
+
+def test_timer_check_tiny(tmp_path):
+    from bench.check_timer import main as check_main
+    record = check_main(["--batch", "2", "--model", "smallnet3", "--steps", "3", "--min-run-time", "0.05",
+                         "--threads", str(torch.get_num_threads()), "--out", str(tmp_path / "timer.json")])
+    assert record["timer_ms"] > 0 and len(record["plain_ms"]) == 2 and record["verdict"] in ("OK", "DISAGREE")
+    assert json.loads((tmp_path / "timer.json").read_text())["ratio"] == record["ratio"]

@@ -1,0 +1,109 @@
+"""What a user would pick instead of this library, measured beside it.
+
+1. **Online collapse in plain PyTorch** (OREPA-style re-parameterisation): every forward composes
+   the effective weight from the expanded parameters with ``einsum`` (CL, FC) or by convolving the
+   kernels (CK), runs one ``F.conv2d`` / ``F.linear``, and lets autograd do the rest. About twenty
+   lines; no custom kernels, no cost model.
+2. **``torch.compile`` of the unfused chain**: the paper's training form, handed to Inductor.
+
+Both are built from an unfused model (``backend="reference"``) and share its parameters, so they
+compute the same function and gradients as the fused model they are compared with.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from expandnets_cuda import FusedExpandConv2d, FusedExpandLinear
+
+PEERS = ("collapse", "compile")
+
+
+def _pad(x: torch.Tensor, spec) -> torch.Tensor:
+    if not any(spec.pad):
+        return x
+    return F.pad(x, spec.pad, mode="constant" if spec.padding_mode == "zeros" else spec.padding_mode)
+
+
+def collapse_cl(layers, groups: int):
+    w1, w2, w3 = (layer.weight for layer in layers)
+    g = groups
+    W1 = w1.reshape(g, w1.shape[0] // g, w1.shape[1])
+    W2 = w2.reshape(g, w2.shape[0] // g, *w2.shape[1:])
+    W3 = w3.reshape(g, w3.shape[0] // g, w3.shape[1])
+    weight = torch.einsum("goc,gcayx,gai->goiyx", W3, W2, W1).reshape(-1, W1.shape[2], *w2.shape[2:])
+    if layers[0].bias is None:
+        return weight, None
+    inner = torch.einsum("gcayx,ga->gc", W2, layers[0].bias.reshape(g, -1)) + layers[1].bias.reshape(g, -1)
+    return weight, torch.einsum("goc,gc->go", W3, inner).reshape(-1) + layers[2].bias
+
+
+def collapse_ck(layers):
+    """Fold the 3x3 stack left to right: the kernel of two stacked convs is their full convolution,
+    computed as a conv of the earlier kernel (as a batch over its input channels) with the flipped later one."""
+    weight, bias = layers[0].weight, layers[0].bias
+    for layer in layers[1:]:
+        later = layer.weight
+        span = later.shape[-1] - 1
+        weight = F.conv2d(weight.transpose(0, 1), later.flip(-1, -2), padding=span).transpose(0, 1)
+        if bias is not None:
+            bias = later.sum(dim=(2, 3)) @ bias + layer.bias
+    return weight, bias
+
+
+def collapse_fc(layers):
+    w1, w2, w3 = (layer.weight for layer in layers)
+    weight = w3 @ w2 @ w1
+    if layers[0].bias is None:
+        return weight, None
+    return weight, w3 @ (w2 @ layers[0].bias + layers[1].bias) + layers[2].bias
+
+
+class OnlineCollapseConv2d(nn.Module):
+    def __init__(self, unit: FusedExpandConv2d):
+        super().__init__()
+        self.spec, self.layers = unit.spec, unit.layers  # shared parameters
+
+    def forward(self, x):
+        s = self.spec
+        w, b = collapse_cl(self.layers, s.groups) if s.strategy == "cl" else collapse_ck(self.layers)
+        return F.conv2d(_pad(x, s), w, b, s.stride, 0, s.dilation, s.groups)
+
+
+class OnlineCollapseLinear(nn.Module):
+    def __init__(self, unit: FusedExpandLinear):
+        super().__init__()
+        self.layers = unit.layers
+
+    def forward(self, x):
+        return F.linear(x, *collapse_fc(self.layers))
+
+
+def online_collapse(unfused: nn.Module) -> nn.Module:
+    """The model with every expanded unit replaced by its online collapse (parameters shared)."""
+    model = copy.copy(unfused)
+    model._modules = dict(unfused._modules)
+    for name, child in unfused.named_children():
+        if isinstance(child, FusedExpandConv2d) and not child.nonlinear:
+            model._modules[name] = OnlineCollapseConv2d(child)
+        elif isinstance(child, FusedExpandLinear) and not child.nonlinear:
+            model._modules[name] = OnlineCollapseLinear(child)
+        else:
+            model._modules[name] = online_collapse(child)
+    return model
+
+
+def compiled(unfused: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` of the unfused chain (compiles at its first call: warm it up first)."""
+    return torch.compile(unfused, backend=backend)
+
+
+def build_peer(peer: str, unfused: nn.Module, compile_backend: str = "inductor") -> nn.Module:
+    if peer == "collapse":
+        return online_collapse(unfused)
+    if peer == "compile":
+        return compiled(unfused, compile_backend)
+    raise ValueError(f"peer must be one of {PEERS}, got {peer!r}")
