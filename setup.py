@@ -1,4 +1,9 @@
-"""Installs expandnets_cuda and its reference, python_ref; builds the CUDA extension where it can.
+"""Installs expandnets_cuda with its reference and benchmarks; builds the CUDA extension where it can.
+
+Three source folders make one installed package: ``expandnets_cuda/``, ``python_ref/`` (the
+semantic definition) installed as ``expandnets_cuda.reference`` and ``bench/`` installed as
+``expandnets_cuda.bench``, so nothing lands in site-packages under a generic top-level name
+(``expandnets_cuda/_reference_binding.py``: how a checkout binds both names of the reference).
 
 The extension ``expandnets_cuda._C`` (csrc/: the kernels and their torch binding) is built with
 torch's CUDAExtension + BuildExtension (ninja) when torch is importable here, is a CUDA build, and
@@ -10,6 +15,7 @@ architectures (default "8.0;9.0", the oldest the kernels support is 8.0); ``MAX_
 parallel compile jobs.
 """
 import glob
+import json
 import os
 import sys
 
@@ -19,8 +25,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCHS = "8.0;9.0"
 
 
+# What this build decided about the extension, written to expandnets_cuda/_build_info.json for
+# `python -m expandnets_cuda.info` (the arch list is not recoverable from the built library).
+BUILD_INFO = {"extension_configured": False, "skip_reason": None, "arch_list": None,
+              "torch": None, "torch_cuda": None, "cuda_home": None}
+
+
 def _skip(reason: str):
     print(f"expandnets_cuda: installing without the CUDA extension: {reason}", file=sys.stderr)
+    BUILD_INFO["skip_reason"] = reason
     return [], {}
 
 
@@ -47,12 +60,15 @@ def _cuda_extension():
     except ImportError as err:
         return _skip(f"torch is not importable in the build environment ({err}); "
                      "with pip, build with `pip install --no-build-isolation .`")
+    BUILD_INFO.update(torch=torch.__version__, torch_cuda=torch.version.cuda)
     if torch.version.cuda is None:
         return _skip(f"torch {torch.__version__} is a CPU-only build")
     if cpp_extension.CUDA_HOME is None:
         return _skip("nvcc was not found (put it on PATH or set CUDA_HOME)")
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     _check_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
+    BUILD_INFO.update(extension_configured=True, arch_list=os.environ["TORCH_CUDA_ARCH_LIST"],
+                      cuda_home=cpp_extension.CUDA_HOME)
     kernels = sorted(os.path.relpath(path, HERE) for path in glob.glob(os.path.join(HERE, "csrc", "*.cu")))
     extension = cpp_extension.CUDAExtension(
         "expandnets_cuda._C",
@@ -64,18 +80,50 @@ def _cuda_extension():
     return [extension], {"build_ext": cpp_extension.BuildExtension}
 
 
+def _write_build_info() -> None:
+    with open(os.path.join(HERE, "expandnets_cuda", "_build_info.json"), "w") as out:
+        json.dump(BUILD_INFO, out, indent=1)
+        out.write("\n")
+
+
 ext_modules, cmdclass = _cuda_extension()
+_write_build_info()
+
+# The folders that install under another name (source folder -> package).
+MAPPED = {"expandnets_cuda.reference": "python_ref", "expandnets_cuda.bench": "bench"}
+
+# torch: a range, not a pin, so an installed torch (the CPU 2.13.0 wheel, a CUDA build) is kept
+# as it is; 2.4 brought torch.library.custom_op/register_fake, which the Triton and CUDA ops use.
+# Where no torch is installed pip takes the newest release, on Linux a CUDA build of several GB:
+# install the torch wanted first (scripts/setup_env.sh pins the CPU wheel 2.13.0 on CPU machines).
+# numpy: torch warns "Failed to initialize NumPy" on every import without it.
+INSTALL_REQUIRES = ["torch>=2.4", "numpy>=1.22"]
+TRAIN = ["scikit-learn", "tqdm", "matplotlib"]  # the embedded digits data set, progress bars, curves
+BENCH = ["tqdm", "matplotlib"]  # progress bars, the plot
+EXTRAS = {
+    "train": TRAIN,
+    "bench": BENCH,
+    # The Triton interpreter (the CPU tests of the Triton kernels) turns 1-element arrays into
+    # ints, which numpy 2.4 no longer allows; triton is the version the lent GPUs run.
+    "test": sorted({"pytest", "hypothesis", "pytest-benchmark", "numpy<2.4",
+                    "triton==3.6.0; platform_system == 'Linux'", *TRAIN, *BENCH}),
+}
 
 setup(
     name="expandnets_cuda",
     version="0.1.0",
     description="Train ExpandNets (linearly over-parameterised CNNs) at the compact network's cost",
-    packages=find_packages(include=["expandnets_cuda", "expandnets_cuda.*", "python_ref"]),
+    packages=find_packages(include=["expandnets_cuda", "expandnets_cuda.*"]) + sorted(MAPPED),
+    package_dir=MAPPED,
+    package_data={"expandnets_cuda": ["_build_info.json"]},
     python_requires=">=3.9",
-    # torch is installed by scripts/setup_env.sh (pinned CPU wheel, or the CUDA build already
-    # present): an unpinned requirement here would pull the CUDA wheels onto CPU machines.
-    install_requires=[],
-    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark", "numpy"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": [
+        "expandnets-bench = expandnets_cuda._cli:bench",
+        "expandnets-train = expandnets_cuda.train.__main__:main",
+        "expandnets-info = expandnets_cuda.info:main",
+    ]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

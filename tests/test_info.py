@@ -201,7 +201,7 @@ def test_info_command_prints_versions_devices_build_interpreter_cache_and_backen
     """
     out = _python(code, cwd=str(tmp_path))
     import numpy
-    for text in (f"torch  ", torch.__version__, numpy.__version__, "Devices", "cpu", "CUDA extension (expandnets_cuda._C)",
+    for text in ("torch  ", torch.__version__, numpy.__version__, "Devices", "cpu", "CUDA extension (expandnets_cuda._C)",
                  "TRITON_INTERPRET", "unset", str(env_cache / "auto_backend.json"), "(not written yet)",
                  "Backends (what runs on this machine now)", "reference", "auto"):
         assert text in out, text
