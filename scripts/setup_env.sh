@@ -13,4 +13,6 @@ else
 fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -r requirements.txt
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-"$PYTHON" -c "import expandnets_cuda as e, torch; print('setup: expandnets_cuda', e.__version__, 'torch', torch.__version__)"
+"$PYTHON" -c "import expandnets_cuda as e, torch; print('setup: expandnets_cuda', e.__version__, 'torch', torch.__version__,
+'| runs here:', ', '.join(n for n, b in e.available_backends().items() if b.available),
+'(python -m expandnets_cuda.info says why not the others)')"
