@@ -39,6 +39,8 @@ def _cuda() -> ChainRunner:
 CHAIN_BACKENDS: Dict[str, Callable[[], ChainRunner]] = {"triton-chain": _triton, "cuda-chain": _cuda}
 # What ``backend="triton"``/``"cuda"`` runs for a nonlinear unit (it has no composed form).
 CHAIN_OF = {"triton": "triton-chain", "cuda": "cuda-chain"}
+# Every backend name a nonlinear unit accepts.
+NONLINEAR_BACKENDS = ("auto", "reference", *CHAIN_OF, *CHAIN_BACKENDS)
 # Plain dict, not lru_cache: torch.compile reads it as a guarded constant.
 _LOADED: Dict[str, ChainRunner] = {}
 

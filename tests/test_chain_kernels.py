@@ -184,3 +184,16 @@ def test_gpu_dtypes(case, dtype, tf32, monkeypatch):
     x = torch.randn(shape, dtype=F64, device="cuda")
     tol = {torch.bfloat16: REL_TOL[torch.bfloat16]}.get(dtype, 2e-3 if tf32 else REL_TOL[torch.float32])
     compare_units(fast.to(dtype), ref, x, tol, f"{case} {dtype} tf32={tf32}")
+
+
+def test_nonlinear_benchmark_rows():
+    """bench.nonlinear's rows on a tiny case (interpreter): every mode timed, and the chain saves less."""
+    from bench.cases import LayerCase
+    from bench.nonlinear import bench_nonlinear_layer
+    case = LayerCase("tiny", "conv", 3, 4, (3, 3), (1, 1), (1, 1), 1, True, (3, 5, 5))
+    rows = bench_nonlinear_layer(case, "cl", 4, ["triton"], batch=1, device=DEVICE, dtype=F64, min_run_time=0.0,
+                                 rounds=1)
+    assert [r["impl"] for r in rows] == ["unfused", "chain[triton]"]
+    for row in rows:
+        assert all(row[f"{mode}_ms"] > 0 for mode in ("fwd", "bwd", "fwd_bwd"))
+    assert rows[1]["saved_bytes"] < rows[0]["saved_bytes"]

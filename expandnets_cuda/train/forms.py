@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import models
+from ..chain_backends import NONLINEAR_BACKENDS
 from ..conversion import EXPANDED_TYPES, expand_model
 
 MODELS = {"smallnet3": models.smallnet3, "smallnet7": models.smallnet7,
@@ -91,10 +92,11 @@ def build_model(arch: Architecture, backend: str = "auto", device: Optional[torc
     strategy, fc = FORMS[arch.form]
     if arch.expanded:
         # Layers the strategy cannot expand (CK: kernels < 5) stay compact; expand_model warns.
-        # A nonlinear counterpart has no composed form: "auto" runs its unfused chain whatever
-        # backend the linear network uses.
+        # A nonlinear counterpart has no composed form: it runs through the chain-fused kernels
+        # (the backend asked for where it has them; "auto" picks them on CUDA, else the unfused chain).
+        nonlinear_backend = backend if backend in NONLINEAR_BACKENDS else "auto"
         model = expand_model(model, strategy, arch.rate, fc=fc, nonlinear=arch.nonlinear,
-                             backend="auto" if arch.nonlinear else backend, inplace=True)
+                             backend=nonlinear_backend if arch.nonlinear else backend, inplace=True)
         if not any(isinstance(m, EXPANDED_TYPES) for m in model.modules()):
             raise ValueError(f"form {arch.form!r} expands no layer of {arch.model} (CK needs odd kernels >= 5; "
                              "smallnet3 and mobilenet_v2_cifar have none)")
