@@ -1,0 +1,225 @@
+// 64-bit offsets: kernels run on tensors of more than 2^31 elements that touch little memory
+// (sparse mappings: only the pages a checked block reads or writes are ever materialized), and
+// only the blocks that own the highest offsets run (cuemu's block filter; csrc blocks are
+// independent). With an int32 offset anywhere on those paths the kernel reads or writes 8+ GiB
+// away from the right place: a fault, or a value that differs from the float64 reference.
+#include <sys/mman.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "expandnets/compose.h"
+#include "expandnets/partial_sums.cuh"
+#include "harness.h"
+
+namespace harness {
+
+void check_conv_int64(Ledger& ledger);
+
+namespace {
+
+using expandnets::CkShape;
+using expandnets::ClShape;
+
+// A zero-filled sparse array of n floats.
+class Sparse {
+ public:
+  explicit Sparse(size_t n) : n_(n) {
+    void* p = mmap(nullptr, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) std::abort();
+    p_ = static_cast<float*>(p);
+  }
+  ~Sparse() { munmap(p_, n_ * sizeof(float)); }
+  Sparse(const Sparse&) = delete;
+  Sparse& operator=(const Sparse&) = delete;
+  float* data() { return p_; }
+  float& operator[](int64_t i) { return p_[i]; }
+
+ private:
+  size_t n_;
+  float* p_;
+};
+
+constexpr int64_t kInt32Max = 2147483647;
+
+// Runs only the blocks of the last group (grid.x = groups or groups * taps).
+void last_groups_only(int64_t groups) {
+  cuemu::set_block_filter([groups](const uint3& b, const dim3& g) {
+    return int64_t(b.x) >= int64_t(g.x) - int64_t(g.x) / groups;
+  });
+}
+
+void last_tiles_only() {
+  cuemu::set_block_filter([](const uint3& b, const dim3& g) { return b.y + 1 == g.y && b.z + 1 == g.z; });
+}
+
+// CL: W (groups, o, i, taps) of 65537 * 64 * 64 * 9 > 2^31 elements; the last group's W and dW
+// start 2.4e9 elements in. a = c = 1 keeps the weights small; the chain still runs.
+void cl_int64(Ledger& ledger) {
+  const ClShape s{65537, 1, 64, 1, 64, 9};
+  const int64_t per_group = s.o * s.i * s.taps, g = s.groups - 1;
+  ledger.record(g * per_group > kInt32Max, "int64 cl: the last group starts past 2^31", std::to_string(g * per_group));
+  const Tolerance tol = path_tolerance<float>(false);
+  Random rng(64);
+  std::vector<float> w1 = random_vector<float>(rng, size_t(s.groups * s.a * s.i));
+  std::vector<float> w2 = random_vector<float>(rng, size_t(s.groups * s.c * s.a * s.taps));
+  std::vector<float> w3 = random_vector<float>(rng, size_t(s.groups * s.o * s.c));
+  Sparse w(size_t(s.groups * per_group)), grad(size_t(s.groups * per_group));
+  for (int64_t e = 0; e < per_group; ++e) grad[g * per_group + e] = float(rng.uniform());
+  const float* W1 = w1.data() + g * s.i;
+  const float* W2 = w2.data() + g * s.taps;
+  const float* W3 = w3.data() + g * s.o;
+
+  last_groups_only(s.groups);
+  expect_status(ledger, "int64 cl forward status",
+                expandnets::cl_compose_forward<float>(w1.data(), w2.data(), w3.data(), w.data(), s, nullptr), cudaSuccess);
+  std::vector<float> dw1 = sentinel_vector<float>(w1.size()), dw2 = sentinel_vector<float>(w2.size());
+  std::vector<float> dw3 = sentinel_vector<float>(w3.size());
+  expect_status(ledger, "int64 cl backward status",
+                expandnets::cl_compose_backward<float>(grad.data(), w1.data(), w2.data(), w3.data(), dw1.data(),
+                                                       dw2.data(), dw3.data(), s, nullptr),
+                cudaSuccess);
+  cuemu::set_block_filter(nullptr);
+
+  std::vector<const float*> got_w, got_dw1, got_dw2, got_dw3;
+  std::vector<Ref> ref_w, ref_dw1(size_t(s.i)), ref_dw2(size_t(s.taps)), ref_dw3(size_t(s.o));
+  for (int64_t o = 0; o < s.o; ++o)
+    for (int64_t i = 0; i < s.i; ++i)
+      for (int64_t t = 0; t < s.taps; ++t) {
+        const int64_t at = (o * s.i + i) * s.taps + t;
+        Ref r;
+        r.add(double(W3[o]) * W2[t] * W1[i]);
+        ref_w.push_back(r);
+        got_w.push_back(&w[g * per_group + at]);
+        const double dW = grad[g * per_group + at];
+        ref_dw1[size_t(i)].add(double(W2[t]) * W3[o] * dW);
+        ref_dw2[size_t(t)].add(double(W3[o]) * dW * W1[i]);
+        ref_dw3[size_t(o)].add(dW * W1[i] * W2[t]);
+      }
+  for (int64_t i = 0; i < s.i; ++i) got_dw1.push_back(&dw1[size_t(g * s.i + i)]);
+  for (int64_t t = 0; t < s.taps; ++t) got_dw2.push_back(&dw2[size_t(g * s.taps + t)]);
+  for (int64_t o = 0; o < s.o; ++o) got_dw3.push_back(&dw3[size_t(g * s.o + o)]);
+  Tolerance chain = tol;
+  chain.acc_unit *= 2;
+  compare(ledger, "int64 cl forward W of the last group", chain, got_w, ref_w);
+  compare(ledger, "int64 cl backward dW1 of the last group", chain, got_dw1, ref_dw1);
+  compare(ledger, "int64 cl backward dW2 of the last group", chain, got_dw2, ref_dw2);
+  compare(ledger, "int64 cl backward dW3 of the last group", chain, got_dw3, ref_dw3);
+}
+
+// CK: K (o, i, 1, 1) with o = i = 46400 (o * i > 2^31); the last 32x32 tile of K starts past 2^31.
+void ck_int64(Ledger& ledger) {
+  const CkShape s{46400, 1, 46400, 1, 1, 1, 1};
+  const int64_t o0 = (s.o - 1) / 32 * 32, i0 = (s.i - 1) / 32 * 32;
+  ledger.record(o0 * s.i + i0 > kInt32Max, "int64 ck: the last tile starts past 2^31", std::to_string(o0 * s.i + i0));
+  const Tolerance tol = path_tolerance<float>(false);
+  Random rng(65);
+  std::vector<float> later = random_vector<float>(rng, size_t(s.o)), earlier = random_vector<float>(rng, size_t(s.i));
+  Sparse k(size_t(s.o * s.i)), grad(size_t(s.o * s.i));
+  // The last tile's rows (for d_later) and columns (for d_earlier) of the gradient.
+  for (int64_t o = o0; o < s.o; ++o)
+    for (int64_t i = 0; i < s.i; ++i) grad[o * s.i + i] = float(rng.uniform());
+  for (int64_t o = 0; o < o0; ++o)
+    for (int64_t i = i0; i < s.i; ++i) grad[o * s.i + i] = float(rng.uniform());
+  std::vector<float> dl = sentinel_vector<float>(later.size()), de = sentinel_vector<float>(earlier.size());
+  last_tiles_only();
+  expect_status(ledger, "int64 ck forward status",
+                expandnets::ck_fold_forward<float>(later.data(), earlier.data(), k.data(), s, nullptr), cudaSuccess);
+  expect_status(ledger, "int64 ck backward status",
+                expandnets::ck_fold_backward<float>(grad.data(), later.data(), earlier.data(), dl.data(), de.data(), s,
+                                                    nullptr),
+                cudaSuccess);
+  cuemu::set_block_filter(nullptr);
+  std::vector<const float*> got_k, got_dl, got_de;
+  std::vector<Ref> ref_k, ref_dl, ref_de;
+  for (int64_t o = o0; o < s.o; ++o) {
+    Ref dl_ref;
+    for (int64_t i = 0; i < s.i; ++i) dl_ref.add(double(grad[o * s.i + i]) * earlier[size_t(i)]);
+    ref_dl.push_back(dl_ref);
+    got_dl.push_back(&dl[size_t(o)]);
+    for (int64_t i = i0; i < s.i; ++i) {
+      Ref r;
+      r.add(double(later[size_t(o)]) * earlier[size_t(i)]);
+      ref_k.push_back(r);
+      got_k.push_back(&k[o * s.i + i]);
+    }
+  }
+  for (int64_t i = i0; i < s.i; ++i) {
+    Ref r;
+    for (int64_t o = 0; o < s.o; ++o) r.add(double(later[size_t(o)]) * grad[o * s.i + i]);
+    ref_de.push_back(r);
+    got_de.push_back(&de[size_t(i)]);
+  }
+  compare(ledger, "int64 ck forward K of the last tile", tol, got_k, ref_k);
+  compare(ledger, "int64 ck backward d_later of the last tile", tol, got_dl, ref_dl);
+  compare(ledger, "int64 ck backward d_earlier of the last tile", tol, got_de, ref_de);
+}
+
+// Bias fold: W2 (groups, c, a, taps) of 65536 * 1 * 4096 * 16 = 2^32 elements.
+void bias_int64(Ledger& ledger) {
+  const ClShape s{65536, 4096, 0, 1, 1, 16};
+  const int64_t per_group = s.c * s.a * s.taps, g = s.groups - 1;
+  ledger.record(g * per_group > kInt32Max, "int64 bias fold: the last group's W2 starts past 2^31",
+                std::to_string(g * per_group));
+  Tolerance tol = path_tolerance<float>(false);
+  tol.acc_unit *= 3;
+  Random rng(66);
+  Sparse w2(size_t(s.groups * per_group)), b1(size_t(s.groups * s.a));
+  for (int64_t e = 0; e < per_group; ++e) w2[g * per_group + e] = float(rng.uniform());
+  for (int64_t a = 0; a < s.a; ++a) b1[g * s.a + a] = float(rng.uniform());
+  std::vector<float> w3 = random_vector<float>(rng, size_t(s.groups)), b2 = random_vector<float>(rng, size_t(s.groups));
+  std::vector<float> b3 = random_vector<float>(rng, size_t(s.groups)), bias = sentinel_vector<float>(size_t(s.groups));
+  last_groups_only(s.groups);
+  expect_status(ledger, "int64 bias fold status",
+                expandnets::cl_bias_fold<float>(w2.data(), w3.data(), b1.data(), b2.data(), b3.data(), bias.data(), s,
+                                                nullptr),
+                cudaSuccess);
+  cuemu::set_block_filter(nullptr);
+  Ref r;
+  r.add(b3[size_t(g)]);
+  r.add(double(w3[size_t(g)]) * b2[size_t(g)]);
+  for (int64_t a = 0; a < s.a; ++a)
+    for (int64_t t = 0; t < s.taps; ++t) r.add(double(w3[size_t(g)]) * w2[g * per_group + a * s.taps + t] * b1[g * s.a + a]);
+  compare<float>(ledger, "int64 bias fold of the last group", tol, {&bias[size_t(g)]}, {r});
+}
+
+// The split-reduction sum with partial[split, e] past 2^31: 3 splits of 2^30 elements.
+void sum_partials_int64(Ledger& ledger) {
+  const int64_t splits = 3, length = int64_t(1) << 30;
+  Sparse partial{size_t(splits * length)}, out{size_t(length)};
+  Random rng(67);
+  const unsigned blocks = 1u << 20;  // what elementwise_blocks() gives for this length
+  const int64_t stride = int64_t(blocks) * expandnets::detail::kElementwiseThreads;
+  std::vector<int64_t> elements;  // those of the last block
+  for (int64_t e = int64_t(blocks - 1) * expandnets::detail::kElementwiseThreads; e < length; e += stride) {
+    for (int t = 0; t < expandnets::detail::kElementwiseThreads; ++t) elements.push_back(e + t);
+  }
+  for (int64_t e : elements)
+    for (int64_t split = 0; split < splits; ++split) partial[split * length + e] = float(rng.uniform());
+  cuemu::set_block_filter([blocks](const uint3& b, const dim3&) { return b.x == blocks - 1; });
+  cuemu::launch(expandnets::detail::sum_partials_kernel<float>, dim3(blocks),
+                dim3(expandnets::detail::kElementwiseThreads), static_cast<const float*>(partial.data()), splits, length,
+                out.data());
+  cuemu::set_block_filter(nullptr);
+  std::vector<const float*> got;
+  std::vector<Ref> ref;
+  for (int64_t e : elements) {
+    Ref r;
+    for (int64_t split = 0; split < splits; ++split) r.add(partial[split * length + e]);
+    ref.push_back(r);
+    got.push_back(&out[e]);
+  }
+  compare(ledger, "int64 sum_partials of the last block (reads past 2^31)", path_tolerance<float>(false), got, ref);
+}
+
+}  // namespace
+
+void check_int64(Ledger& ledger) {
+  check_conv_int64(ledger);
+  cl_int64(ledger);
+  ck_int64(ledger);
+  bias_int64(ledger);
+  sum_partials_int64(ledger);
+}
+
+}  // namespace harness
