@@ -1,8 +1,11 @@
-"""Differentiable composition of expanded weights in plain PyTorch (the ``torch`` composer).
+"""Composition of expanded weights in plain PyTorch (the ``torch`` composer), with its own backward.
 
-Autograd through these few batched GEMMs *is* the composition's backward: it maps
-``dW_eff, db_eff`` to the gradient of every expanded parameter. The work is weight-sized, so it
-does not grow with batch or image size (DESIGN.md section 3).
+Each composer is an autograd Function that saves only the expanded parameters (which exist
+anyway) and, in backward, recomputes the weight-sized products it needs, choosing the
+multiplication order by cost in both directions (``composition_products``). So the composition
+keeps nothing parameter-sized alive between forward and backward; the work stays weight-sized,
+independent of batch and image size (DESIGN.md section 3). The backward is written in
+differentiable torch ops, so double backward works too.
 """
 from __future__ import annotations
 
@@ -10,95 +13,169 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from . import composition_products as products
+from .composition_products import cl_cost  # noqa: F401  (re-exported: tests and benchmarks read it)
+
 Tensor = torch.Tensor
 Composed = Tuple[Tensor, Optional[Tensor]]
 
 
-def cl_cost(m_g: int, a: int, c: int, o: int, taps: int, groups: int):
-    """Multiply-adds of the two CL orders: ``((W3 W2) W1, W3 (W2 W1))``, per group and tap."""
-    return (groups * taps * (o * c * a + o * a * m_g), groups * taps * (c * a * m_g + o * c * m_g))
+class _ComposeCL(torch.autograd.Function):
+    """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``."""
+
+    @staticmethod
+    def forward(ctx, w1, w2, w3, b1, b2, b3):
+        weight = products.cl_forward(w1, w2, w3)
+        bias = None
+        if b1 is not None:
+            bias = products.cl_bias_forward(w2, w3, b1, b2, b3)
+        ctx.has_bias = b1 is not None
+        # Only the inputs (views of the parameters); whatever backward needs is recomputed from
+        # them, which also keeps double backward exact.
+        ctx.save_for_backward(w1, w2, w3, b1, b2)
+        return weight, bias
+
+    @staticmethod
+    def backward(ctx, d_weight, d_bias):
+        w1, w2, w3, b1, b2 = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        d1 = d2 = d3 = db1 = db2 = db3 = None
+        if d_weight is not None:
+            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, needs[:3])
+        if ctx.has_bias and d_bias is not None:
+            inner = products.cl_bias_inner(w2, b1, b2)
+            bw2, bw3, db1, db2, db3 = products.cl_bias_backward(w2, w3, b1, inner, d_bias)
+            if needs[1]:
+                d2 = bw2.expand_as(w2) if d2 is None else d2 + bw2
+            if needs[2]:
+                d3 = bw3 if d3 is None else d3 + bw3
+        return d1, d2, d3, db1, db2, db3
 
 
 def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], w3: Tensor,
                b3: Optional[Tensor], groups: int) -> Composed:
-    """``W[:, :, y, x] = W3 @ W2[:, :, y, x] @ W1`` per group, as two batched GEMMs over all taps.
+    """``W[:, :, y, x] = W3 @ W2[:, :, y, x] @ W1`` per group, as batched GEMMs over all taps.
 
     Shapes: ``w1 (g*a, i, 1, 1)``, ``w2 (g*c, a, kh, kw)``, ``w3 (g*o, c, 1, 1)``; result
-    ``(g*o, i, kh, kw)``. The order with fewer multiply-adds wins; each order keeps its GEMMs large
-    and avoids copying ``w2`` (the largest tensor) where it can (measured on CPU, fwd+bwd).
-    """
+    ``(g*o, i, kh, kw)``. The order with fewer multiply-adds wins, forward and backward."""
     g = groups
     a, i = w1.shape[0] // g, w1.shape[1]
     c, _, kh, kw = w2.shape[0] // g, *w2.shape[1:]
-    o, taps = w3.shape[0] // g, kh * kw
-    W1 = w1.reshape(g, a, i)
-    W2 = w2.reshape(g, c, a, taps)
-    W3 = w3.reshape(g, o, c)
-    cost_w3_first, cost_w1_first = cl_cost(i, a, c, o, taps, g)
-    if cost_w3_first <= cost_w1_first:
-        m = torch.bmm(W3, W2.reshape(g, c, a * taps)).reshape(g, o, a, taps)
-        w = torch.bmm(m.transpose(2, 3).reshape(g, o * taps, a), W1).reshape(g, o, taps, i).transpose(2, 3)
-    elif taps >= 16:  # enough taps per GEMM to contract over a in place, without transposing w2
-        m = torch.matmul(W1.transpose(1, 2).unsqueeze(1), W2)  # (g, c, i, taps)
-        w = torch.bmm(W3, m.reshape(g, c, i * taps))
+    o = w3.shape[0] // g
+    biases = (None, None, None) if b1 is None else (b1.reshape(g, a), b2.reshape(g, c), b3.reshape(g, o))
+    weight, bias = _ComposeCL.apply(w1.reshape(g, a, i), w2.reshape(g, c, a, kh * kw), w3.reshape(g, o, c),
+                                    *biases)
+    return weight.reshape(g * o, i, kh, kw), (bias.reshape(g * o) if bias is not None else None)
+
+
+def compose_fc(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) -> Composed:
+    """``W = W3 W2 W1`` in the cheaper order, ``b = W3 (W2 b1 + b2) + b3``: CL with one group and one tap."""
+    w1, w2, w3 = weights
+    b1, b2, b3 = biases if biases is not None else (None, None, None)
+    weight, bias = compose_cl(w1.reshape(*w1.shape, 1, 1), b1, w2.reshape(*w2.shape, 1, 1), b2,
+                              w3.reshape(*w3.shape, 1, 1), b3, 1)
+    return weight.reshape(w3.shape[0], w1.shape[1]), bias
+
+
+def _ck_partials(weights: Sequence[Tensor], left_first: bool):
+    """The partial kernels each fold combines with a weight, indexed by layer: left to right
+    ``K[0] = W_0, K[j] = fold(W_j, K[j-1])`` (j < L-1); right to left ``K[L-1] = W_{L-1},
+    K[j] = fold(K[j+1], W_j)`` (j > 0). The composed kernel is one more fold."""
+    n = len(weights)
+    partial = {}
+    if left_first:
+        partial[0] = weights[0]
+        for j in range(1, n - 1):
+            partial[j] = products.fold_forward(weights[j], partial[j - 1])
     else:
-        m = torch.bmm(W2.transpose(2, 3).reshape(g, c * taps, a), W1).reshape(g, c, taps * i)
-        w = torch.bmm(W3, m).reshape(g, o, taps, i).transpose(2, 3)
-    weight = w.reshape(g * o, i, kh, kw)
-    if b1 is None:
-        return weight, None
-    inner = torch.bmm(W2.sum(dim=3), b1.reshape(g, a, 1)) + b2.reshape(g, c, 1)
-    bias = torch.bmm(W3, inner).reshape(g * o) + b3
-    return weight, bias
+        partial[n - 1] = weights[n - 1]
+        for j in range(n - 2, 0, -1):
+            partial[j] = products.fold_forward(partial[j + 1], weights[j])
+    return partial
 
 
-def _tap_sum_index(later: Tensor, earlier: Tensor, device) -> Tensor:
-    """Flat output tap ``(vy+uy) * width + (vx+ux)`` for every (later tap v, earlier tap u) pair."""
-    (a, a2), (b, b2) = later.shape[2:], earlier.shape[2:]
-    width = a2 + b2 - 1
-    vy, vx, uy, ux = torch.meshgrid(torch.arange(a), torch.arange(a2), torch.arange(b), torch.arange(b2),
-                                    indexing="ij")
-    return ((vy + uy) * width + (vx + ux)).reshape(-1).to(device)
+def _ck_kernel(weights: Sequence[Tensor], left_first: bool) -> Tensor:
+    partial = _ck_partials(weights, left_first)
+    if left_first:
+        return products.fold_forward(weights[-1], partial[len(weights) - 2])
+    return products.fold_forward(partial[1], weights[0])
+
+
+def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
+    """Bias after each layer: ``bias_0 = b_0``, ``bias_j = (sum over taps of W_j) bias_{j-1} + b_j``."""
+    out = [biases[0]]
+    for w, b in zip(weights[1:], biases[1:]):
+        out.append(w.sum(dim=(2, 3)) @ out[-1] + b)
+    return out
+
+
+class _ComposeCK(torch.autograd.Function):
+    """``(n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b)``; recomputes the partial
+    kernels (all but the last fold) in backward instead of saving them."""
+
+    @staticmethod
+    def forward(ctx, n_layers, *tensors):
+        weights, biases = tensors[:n_layers], tensors[n_layers:]
+        ctx.n_layers, ctx.has_bias = n_layers, bool(biases)
+        ctx.left_first = products.ck_folds_left_first(weights)
+        kernel = _ck_kernel(weights, ctx.left_first)
+        bias = _ck_biases(weights, biases)[-1] if biases else None
+        ctx.save_for_backward(*weights, *biases)  # the parameters only
+        return kernel, bias
+
+    @staticmethod
+    def backward(ctx, d_kernel, d_bias):
+        n = ctx.n_layers
+        weights, biases = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
+        needs = ctx.needs_input_grad[1:]
+        d_weights = [None] * n
+        if d_kernel is not None:
+            partial = _ck_partials(weights, ctx.left_first)
+            grad = d_kernel
+            if ctx.left_first:  # undo fold(W_j, K[j-1]) from the last one back
+                for j in range(n - 1, 0, -1):
+                    d_weights[j], grad = products.fold_backward(weights[j], partial[j - 1], grad,
+                                                                need_later=needs[j], need_earlier=j > 1 or needs[0])
+                d_weights[0] = grad
+            else:  # undo fold(K[j+1], W_j) from the first layer on
+                for j in range(0, n - 1):
+                    grad, d_weights[j] = products.fold_backward(partial[j + 1], weights[j], grad,
+                                                                need_later=j < n - 2 or needs[n - 1],
+                                                                need_earlier=needs[j])
+                d_weights[n - 1] = grad
+            d_weights = [d.contiguous() if d is not None else None for d in d_weights]
+        d_biases = [None] * n
+        if ctx.has_bias and d_bias is not None:
+            after = _ck_biases(weights, biases)
+            grad = d_bias
+            for j in range(n - 1, 0, -1):
+                d_biases[j] = grad
+                if needs[j]:  # bias_j depends on W_j through its tap sum: a rank-one term
+                    rank_one = (grad.unsqueeze(1) * after[j - 1].unsqueeze(0))[:, :, None, None]
+                    d_weights[j] = rank_one.expand_as(weights[j]) if d_weights[j] is None else d_weights[j] + rank_one
+                grad = weights[j].sum(dim=(2, 3)).t() @ grad
+            d_biases[0] = grad
+        grads = d_weights + (d_biases if ctx.has_bias else [])
+        return (None, *(d if need else None for d, need in zip(grads, needs)))
 
 
 def compose_two_kernels(later: Tensor, earlier: Tensor) -> Tensor:
-    """Kernel of ``conv(conv(x, earlier), later)``: ``K[o, i, u+v] = sum_c later[o,c,v] earlier[c,i,u]``.
-
-    One GEMM forms every (v, u) tap product, then ``index_add`` sums the pairs that land on the
-    same output tap (a full 2-D correlation, without a padded convolution)."""
-    o, c, a, a2 = later.shape
-    _, i, b, b2 = earlier.shape
-    products = later.permute(0, 2, 3, 1).reshape(o * a * a2, c) @ earlier.reshape(c, i * b * b2)
-    products = products.reshape(o, a * a2, i, b * b2).transpose(1, 2).reshape(o, i, a * a2 * b * b2)
-    out = products.new_zeros(o, i, (a + b - 1) * (a2 + b2 - 1))
-    out = out.index_add(2, _tap_sum_index(later, earlier, products.device), products)
-    return out.reshape(o, i, a + b - 1, a2 + b2 - 1)
-
-
-def _fold_cost(shapes) -> Tuple[int, int]:
-    """Multiply-adds of folding ``[(out, in, k)]`` left to right vs right to left."""
-    def fold(seq, left_first):
-        total, (o, i, k) = 0, seq[0]
-        for o2, i2, k2 in seq[1:]:
-            if left_first:  # (o2, o, k2) after (o, i, k)
-                total += o2 * k2 * k2 * o * i * k * k
-                o, k = o2, k + k2 - 1
-            else:  # (o, i, k) before (o2, i2, k2): here seq is reversed
-                total += o * k * k * i * i2 * k2 * k2
-                i, k = i2, k + k2 - 1
-        return total
-    return fold(shapes, True), fold(shapes[::-1], False)
+    """Kernel of ``conv(conv(x, earlier), later)`` (differentiable by autograd)."""
+    return products.fold_forward(later, earlier)
 
 
 def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]],
                fold: Callable[[Tensor, Tensor], Tensor] = None) -> Composed:
     """Fold a stack of 3x3 kernels into one, in the cheaper association order; biases fold with
-    the spatial sum of every later kernel. ``fold(later, earlier)`` composes two kernels
-    (default ``compose_two_kernels``; the Triton backend passes its kernel)."""
-    fold = fold or compose_two_kernels
-    shapes = [(w.shape[0], w.shape[1], w.shape[2]) for w in weights]
-    left_cost, right_cost = _fold_cost(shapes)
-    if left_cost <= right_cost:
+    the spatial sum of every later kernel.
+
+    Without ``fold``: the torch composer's Function (explicit backward, nothing but the
+    parameters saved). ``fold(later, earlier)``: a differentiable two-kernel fold of another
+    backend (the Triton and CUDA kernels), chained under autograd."""
+    if fold is None:
+        return _ComposeCK.apply(len(weights), *weights, *(biases if biases is not None else ()))
+    left_first = products.ck_folds_left_first(weights)
+    if left_first:
         kernel = weights[0]
         for w in weights[1:]:
             kernel = fold(w, kernel)
@@ -108,21 +185,4 @@ def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]],
             kernel = fold(kernel, w)
     if biases is None:
         return kernel, None
-    bias = biases[0]
-    for w, b in zip(weights[1:], biases[1:]):
-        bias = w.sum(dim=(2, 3)) @ bias + b
-    return kernel, bias
-
-
-def compose_fc(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) -> Composed:
-    """``W = W3 W2 W1`` in the cheaper order; ``b = W3 (W2 b1 + b2) + b3``."""
-    w1, w2, w3 = weights
-    (rb, ra), a, b = w2.shape, w1.shape[1], w3.shape[0]
-    if b * rb * ra + b * ra * a <= rb * ra * a + b * rb * a:
-        weight = (w3 @ w2) @ w1
-    else:
-        weight = w3 @ (w2 @ w1)
-    if biases is None:
-        return weight, None
-    b1, b2, b3 = biases
-    return weight, w3 @ (w2 @ b1 + b2) + b3
+    return kernel, _ck_biases(weights, biases)[-1]

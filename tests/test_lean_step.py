@@ -1,0 +1,177 @@
+"""The lean training step: the torch composer's own backward (every plan, float64 exact, double
+backward), and nothing parameter-sized saved for backward beyond the composed weight."""
+import pytest
+import torch
+from torch import nn
+
+import expandnets_cuda as ec
+import python_ref as pr
+from expandnets_cuda import composition, composition_products as products
+from helpers import assert_rel_close
+
+F64 = torch.float64
+
+
+def _cl_params(m, n, a, c, k, g, bias=True):
+    w1 = torch.randn(a, m // g, 1, 1, dtype=F64, requires_grad=True)
+    w2 = torch.randn(c, a // g, k, k, dtype=F64, requires_grad=True)
+    w3 = torch.randn(n, c // g, 1, 1, dtype=F64, requires_grad=True)
+    biases = [torch.randn(s, dtype=F64, requires_grad=True) for s in (a, c, n)] if bias else None
+    return [w1, w2, w3], biases
+
+
+def _grads_of_reference(weights, biases, groups, d_weight, d_bias):
+    ref_w, ref_b = pr.contract_cl(weights, biases, groups)
+    outputs, grads = [ref_w], [d_weight]
+    if biases is not None:
+        outputs.append(ref_b)
+        grads.append(d_bias)
+    return torch.autograd.grad(outputs, [*weights, *(biases or [])], grads)
+
+
+# (m, n, a, c, k, g): few taps, >= 16 taps, a narrowing unit (o < i), grouped, depthwise, 1x1.
+CL_SHAPES = [(3, 5, 6, 10, 3, 1), (3, 4, 6, 8, 5, 1), (8, 2, 16, 4, 3, 1), (4, 6, 8, 12, 3, 2),
+             (6, 6, 24, 24, 3, 6), (4, 6, 8, 12, 1, 2)]
+
+
+@pytest.mark.parametrize("shape", CL_SHAPES)
+@pytest.mark.parametrize("plan_index", range(8))
+def test_every_cl_backward_plan_matches_reference_gradients(shape, plan_index):
+    m, n, a, c, k, g = shape
+    weights, _ = _cl_params(m, n, a, c, k, g, bias=False)
+    plan = products.cl_backward_plans(m // g, a // g, c // g, n // g, k * k)[plan_index]
+    d_weight = torch.randn(n, m // g, k, k, dtype=F64)
+    w1, w2, w3 = weights
+    views = (w1.reshape(g, a // g, m // g), w2.reshape(g, c // g, a // g, k * k), w3.reshape(g, n // g, c // g))
+    got = products.cl_backward(*(v.detach() for v in views), d_weight.reshape(g, n // g, m // g, k * k),
+                               (True, True, True), plan)
+    expected = _grads_of_reference(weights, None, g, d_weight, None)
+    for name, mine, ref, view in zip(("w1", "w2", "w3"), got, expected, views):
+        assert_rel_close(mine.reshape(ref.shape), ref, 1e-12, f"plan {plan} grad {name}")
+
+
+@pytest.mark.parametrize("shape", CL_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_compose_cl_gradients_match_reference(shape, bias):
+    m, n, a, c, k, g = shape
+    weights, biases = _cl_params(m, n, a, c, k, g, bias)
+    w1, w2, w3 = weights
+    b1, b2, b3 = biases if bias else (None, None, None)
+    weight, fused_bias = composition.compose_cl(w1, b1, w2, b2, w3, b3, g)
+    d_weight = torch.randn_like(weight)
+    d_bias = torch.randn(n, dtype=F64) if bias else None
+    outputs, grads = [weight], [d_weight]
+    if bias:
+        outputs.append(fused_bias)
+        grads.append(d_bias)
+    got = torch.autograd.grad(outputs, [*weights, *(biases or [])], grads)
+    expected = _grads_of_reference(weights, biases, g, d_weight, d_bias)
+    for index, (mine, ref) in enumerate(zip(got, expected)):
+        assert_rel_close(mine, ref, 1e-12, f"compose_cl {shape} grad of input {index}")
+
+
+def test_compose_cl_gradients_only_where_asked():
+    weights, biases = _cl_params(3, 5, 6, 10, 3, 1)
+    weights[1].requires_grad_(False)
+    w1, w2, w3 = weights
+    weight, bias = composition.compose_cl(w1, biases[0], w2, biases[1], w3, biases[2], 1)
+    (weight.sum() + bias.sum()).backward()
+    assert w2.grad is None and w1.grad is not None and w3.grad is not None and biases[0].grad is not None
+
+
+@pytest.mark.parametrize("layers", [[(5, 3), (7, 5)], [(5, 3), (7, 5), (2, 7)], [(2, 8), (3, 2), (9, 3)],
+                                    [(6, 2), (9, 6), (3, 9), (4, 3)]])
+@pytest.mark.parametrize("bias", [True, False])
+def test_compose_ck_gradients_match_reference_both_fold_orders(layers, bias):
+    weights = [torch.randn(o, i, 3, 3, dtype=F64, requires_grad=True) for o, i in layers]
+    biases = [torch.randn(o, dtype=F64, requires_grad=True) for o, _ in layers] if bias else None
+    kernel, fused_bias = composition.compose_ck(weights, biases)
+    ref_kernel, ref_bias = pr.contract_ck(weights, biases)
+    assert_rel_close(kernel, ref_kernel, 1e-12, "CK kernel")
+    d_kernel = torch.randn_like(kernel)
+    outputs, refs, grads = [kernel], [ref_kernel], [d_kernel]
+    if bias:
+        assert_rel_close(fused_bias, ref_bias, 1e-12, "CK bias")
+        d_bias = torch.randn_like(fused_bias)
+        outputs, refs, grads = outputs + [fused_bias], refs + [ref_bias], grads + [d_bias]
+    inputs = [*weights, *(biases or [])]
+    for index, (mine, ref) in enumerate(zip(torch.autograd.grad(outputs, inputs, grads),
+                                            torch.autograd.grad(refs, inputs, grads))):
+        assert_rel_close(mine, ref, 1e-12, f"CK {layers} grad of input {index}")
+
+
+def test_both_ck_fold_orders_are_exercised():
+    def stack(layers):
+        return [torch.empty(o, i, 3, 3) for o, i in layers]
+    assert products.ck_folds_left_first(stack([(6, 2), (9, 6), (3, 9), (4, 3)]))
+    assert not products.ck_folds_left_first(stack([(5, 3), (7, 5), (2, 7)]))
+    assert not products.ck_folds_left_first(stack([(2, 8), (3, 2), (9, 3)]))
+
+
+def test_double_backward_cl_ck_fc():
+    weights, biases = _cl_params(3, 4, 6, 10, 3, 1)
+    w1, w2, w3 = weights
+    assert torch.autograd.gradgradcheck(
+        lambda *t: composition.compose_cl(t[0], t[3], t[1], t[4], t[2], t[5], 1), (*weights, *biases), fast_mode=True)
+    ck = [torch.randn(o, i, 3, 3, dtype=F64, requires_grad=True) for o, i in [(4, 2), (5, 4), (3, 5)]]
+    ck_b = [torch.randn(o, dtype=F64, requires_grad=True) for o in (4, 5, 3)]
+    assert torch.autograd.gradgradcheck(lambda *t: composition.compose_ck(list(t[:3]), list(t[3:])), (*ck, *ck_b),
+                                        fast_mode=True)
+    fc = [torch.randn(o, i, dtype=F64, requires_grad=True) for o, i in [(8, 5), (12, 8), (3, 12)]]
+    fc_b = [torch.randn(o, dtype=F64, requires_grad=True) for o in (8, 12, 3)]
+    assert torch.autograd.gradgradcheck(lambda *t: composition.compose_fc(list(t[:3]), list(t[3:])), (*fc, *fc_b),
+                                        fast_mode=True)
+
+
+# --- memory: what autograd keeps between forward and backward ---------------------------------
+def saved_non_parameter_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves during ``model(x)`` that are not parameters
+    (those exist whether or not anything is saved)."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    return sum(storages.values())
+
+
+def composed_bytes(model: nn.Module) -> int:
+    total = 0
+    for unit in model.modules():
+        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
+            weight, bias = unit.composed_weight()
+            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
+    return total
+
+
+def _small_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 7, padding=3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 7, padding=3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("strategy", ["cl", "ck"])
+@pytest.mark.parametrize("rate", [2, 4, 8])
+def test_saved_memory_is_compact_plus_composed_weights(strategy, rate):
+    torch.manual_seed(0)
+    compact = _small_net()
+    fused = ec.expand_model(compact, strategy, rate, fc=True, backend="torch")
+    x = torch.randn(4, 3, 16, 16)
+    budget = saved_non_parameter_bytes(compact, x) + composed_bytes(fused)
+    saved = saved_non_parameter_bytes(fused, x)
+    assert saved <= 1.05 * budget, f"{strategy} r={rate}: saved {saved} B > 1.05 x (compact + composed) {budget} B"
+
+
+@pytest.mark.parametrize("strategy", ["cl", "ck"])
+def test_a_fused_unit_saves_only_its_input_and_composed_weight(strategy):
+    unit = ec.FusedExpandConv2d(6, 10, 5, padding=2, strategy=strategy, rate=4, backend="torch")
+    x = torch.randn(2, 6, 9, 9)
+    weight, _ = unit.composed_weight()
+    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size()
+    assert saved_non_parameter_bytes(unit, x) == expected
