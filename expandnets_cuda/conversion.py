@@ -114,6 +114,11 @@ def _warning_text(plan: ExpansionPlan, headline: str, decisions) -> str:
 
 
 def _warn_about(plan: ExpansionPlan) -> None:
+    if not len(plan):
+        warnings.warn("expand_model expanded nothing: the model has no plain Conv2d/Linear below its root "
+                      "(it replaces sub-modules; wrap a bare layer in nn.Sequential, or use FusedExpandConv2d)",
+                      ExpansionWarning, stacklevel=3)
+        return
     if not plan.expanded:
         headline = (f"expand_model expanded nothing (strategy {plan.strategy!r}, fc={plan.fc}): "
                     f"all {len(plan)} Conv2d/Linear layer(s) stay compact")

@@ -171,6 +171,8 @@ def test_warns_when_it_expands_nothing():
         out = ec.expand_model(linear_only, "cl")
     assert "Linear: FC expansion is off" in str(record[0].message)
     assert not any(isinstance(m, ec.FusedExpandLinear) for m in out.modules())
+    with pytest.warns(ec.ExpansionWarning, match="no plain Conv2d/Linear below its root"):
+        ec.expand_model(nn.Conv2d(3, 4, 3), "cl")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to say when something is expanded
         ec.expand_model(linear_only, "cl", fc=True)
