@@ -112,17 +112,24 @@ def format_network_rows(rows: List[dict]) -> str:
 
 def headline(network_rows: List[dict]) -> str:
     """One line per model, form and rate: fused vs compact, vs unfused, vs the best peer, memory."""
+    compact_params = {r["model"]: r["params"] for r in network_rows if r["variant"] == "compact"}
     lines = []
     for r in network_rows:
         if r["variant"] != "fused":
             continue
-        noisy = "  (noisy: spread > 10%)" if r.get("noisy") else ""
-        peer = (f", {r['speedup_vs_best_peer']:.2f}x the best peer ({r['best_peer']})"
-                if r.get("best_peer") else "")
-        unfused = f", {r['speedup_vs_unfused']:.1f}x faster than unfused" if r.get("speedup_vs_unfused") else ""
-        memory = f", saved memory {r['saved_vs_compact']:.2f}x compact" if r.get("saved_vs_compact") else ""
-        lines.append(f"  {r['model']} {r['form'].upper()} r={r['rate']:g}: fused trains at "
-                     f"{r['throughput_vs_compact']:.2f}x the compact network's speed{unfused}{peer}{memory}{noisy}")
+        label = f"  {r['model']} {r['form'].upper()} r={r['rate']:g}:"
+        if r["params"] == compact_params.get(r["model"]):
+            lines.append(f"{label} nothing to expand (the compact network)")
+            continue
+        parts = [f"fused trains at {r['throughput_vs_compact']:.2f}x the compact network's speed"]
+        if r.get("speedup_vs_unfused"):
+            parts.append(f"{r['speedup_vs_unfused']:.2f}x the unfused chain's")
+        if r.get("best_peer"):
+            parts.append(f"{r['speedup_vs_best_peer']:.2f}x the best peer's ({r['best_peer']})")
+        if r.get("saved_vs_compact"):
+            parts.append(f"saves {r['saved_vs_compact']:.2f}x the compact network's memory for backward")
+        noisy = "  [noisy: spread > 10%]" if r.get("noisy") else ""
+        lines.append(f"{label} " + ", ".join(parts) + noisy)
     return "\n".join(lines)
 
 
@@ -152,6 +159,16 @@ def _pyplot():
     return plt
 
 
+def _log_y(ax) -> None:
+    """Log scale with plain numbers (0.5, 1, 2) rather than powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _pos: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
 def _rate_axis(ax, rates) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(rates)
@@ -162,9 +179,11 @@ def _rate_axis(ax, rates) -> None:
 
 def plot_networks(network_rows: List[dict], path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
     """Step time / compact vs r; a colour per form, a line style per variant (fused solid)."""
+    compact_params = {r["model"]: r["params"] for r in network_rows if r["variant"] == "compact"}
     curves: Dict[tuple, Dict[float, float]] = {}
     for r in network_rows:
-        if r["variant"] != "compact" and r.get("throughput_vs_compact"):
+        expanded = r["params"] != compact_params.get(r["model"])  # a form that expands nothing has no curve
+        if r["variant"] != "compact" and r.get("throughput_vs_compact") and expanded:
             curves.setdefault((r["model"], r["form"], r["variant"]), {})[r["rate"]] = 1 / r["throughput_vs_compact"]
     models = sorted({model for model, _, _ in curves})
     plt = _pyplot() if curves else None
@@ -173,16 +192,19 @@ def plot_networks(network_rows: List[dict], path: pathlib.Path, title: str) -> O
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         rates = sorted({rate for (m, _, _), pts in curves.items() if m == model for rate in pts})
-        for (m, form, variant), points in sorted(curves.items()):
+        order = list(FORM_COLOURS), list(VARIANT_STYLES)
+        for (m, form, variant), points in sorted(curves.items(), key=lambda item: (
+                order[0].index(item[0][1]) if item[0][1] in order[0] else 99,
+                order[1].index(item[0][2]) if item[0][2] in order[1] else 99)):
             if m != model:
                 continue
             xs = sorted(points)
             ax.plot(xs, [points[x] for x in xs], color=FORM_COLOURS.get(form, "gray"),
                     label=f"{form.upper()} {variant}", **VARIANT_STYLES.get(variant, {}))
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.text(rates[0], 1.0, " compact", va="bottom", fontsize=8)
+        ax.text(rates[-1], 1.0, "compact ", va="bottom", ha="right", fontsize=8)
         _rate_axis(ax, rates)
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.set_ylabel("training step time / compact (lower is better)")
         ax.set_title(f"{model}: fused solid, unfused dashed, peers dotted", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
@@ -208,7 +230,8 @@ def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optio
     fig, axes = plt.subplots(1, len(strategies), figsize=(6 * len(strategies), 4.5), squeeze=False)
     for ax, strategy in zip(axes[0], strategies):
         colour = FORM_COLOURS.get(strategy, "gray")
-        impls = sorted({impl for s, impl, _ in groups if s == strategy})
+        impls = sorted({impl for s, impl, _ in groups if s == strategy},
+                       key=lambda impl: (impl != "unfused", impl != "fused[auto]", not impl.startswith("fused"), impl))
         rates = sorted({rate for s, _, rate in groups if s == strategy})
         for n, impl in enumerate(impls):
             xs = [rate for rate in rates if (strategy, impl, rate) in groups]
@@ -221,8 +244,8 @@ def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optio
             ax.plot(xs, ys, color=shade, label=impl, **style)
         ax.axhline(1.0, color="black", linewidth=0.8)
         _rate_axis(ax, rates)
-        ax.set_yscale("log")
-        ax.set_ylabel("fwd+bwd time / compact conv (geometric mean over layers)")
+        _log_y(ax)
+        ax.set_ylabel("fwd+bwd time / compact conv (geo. mean)")
         n_layers = len({(r["label"]) for r in layer_rows if r["strategy"] == strategy})
         ax.set_title(f"{strategy.upper()} layers ({n_layers}): fused solid, unfused dashed, peers gray", fontsize=9)
         ax.legend(fontsize=7)

@@ -63,7 +63,7 @@ def test_network_round_robin_has_every_variant_and_ratios():
     assert fused["speedup_vs_best_peer"] == pytest.approx(peer["step_ms"] / fused["step_ms"])
     assert fused["paper_unfused_vs_compact_r4"] is None  # the paper's figure is for r=4 only
     line = report.headline(rows)
-    assert "smallnet3 CL r=2" in line and "best peer (collapse)" in line and len(line.splitlines()) == 1
+    assert "smallnet3 CL r=2" in line and "best peer's (collapse)" in line and len(line.splitlines()) == 1
 
 
 def _expanded_twins(form):
