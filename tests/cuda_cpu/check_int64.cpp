@@ -9,6 +9,7 @@
 #include <string>
 
 #include "expandnets/compose.h"
+#include "expandnets/conv.h"
 #include "expandnets/partial_sums.cuh"
 #include "harness.h"
 
@@ -212,6 +213,56 @@ void sum_partials_int64(Ledger& ledger) {
   compare(ledger, "int64 sum_partials of the last block (reads past 2^31)", path_tolerance<float>(false), got, ref);
 }
 
+// The weight gradient's split-K partials and their sum past 2^31: a 65536 x (4096 * 3 * 3) weight
+// (2.4e9 elements) from one output pixel; only the last 64 x 64 tile of the GEMM runs, and the
+// sum blocks that cover it.
+void weight_grad_int64(Ledger& ledger) {
+  expandnets::ConvShape s{};
+  s.batch = 1;
+  s.channels = 4096;
+  s.height = s.width = 3;
+  s.out_channels = 65536;
+  s.out_height = s.out_width = 1;
+  s.kernel_h = s.kernel_w = 3;
+  s.stride_h = s.stride_w = s.dilation_h = s.dilation_w = 1;
+  s.groups = 1;
+  const int64_t cols = s.channels * 9, numel = s.out_channels * cols;
+  const int64_t o0 = s.out_channels - 64, j0 = cols - 64;
+  ledger.record(o0 * cols + j0 > kInt32Max, "int64 weight grad: the last tile of dW starts past 2^31",
+                std::to_string(o0 * cols + j0));
+  Random rng(68);
+  std::vector<float> x = random_vector<float>(rng, size_t(s.channels * 9)), dy = random_vector<float>(rng, size_t(s.out_channels));
+  const size_t ws_bytes = expandnets::conv2d_weight_grad_workspace_bytes<float>(s);
+  ledger.record(ws_bytes == sizeof(float) * size_t(numel + s.out_channels), "int64 weight grad: one split",
+                std::to_string(ws_bytes) + " workspace bytes");
+  Sparse workspace{ws_bytes / sizeof(float)}, dweight{size_t(numel)};
+  // The sum's blocks of 256 threads stride over 2^28 elements: the blocks that own the last tile.
+  std::vector<char> sum_block(size_t(1) << 20, 0);
+  for (int64_t o = o0; o < s.out_channels; ++o)
+    for (int64_t j = j0; j < cols; ++j) sum_block[size_t((o * cols + j) % (int64_t(1) << 28) / 256)] = 1;
+  cuemu::set_block_filter([&](const uint3& b, const dim3& g) {
+    if (g.x == (1u << 20) && g.y == 1) return sum_block[b.x] != 0;  // sum_partials
+    return b.x + 1 == g.x && b.y + 1 == g.y;                          // the GEMM's last tile
+  });
+  const expandnets::Strides4 sx{s.channels * 9, 9, 3, 1}, sdy{s.out_channels, 1, 1, 1};
+  expect_status(ledger, "int64 weight grad status",
+                expandnets::conv2d_weight_grad<float>(x.data(), sx, dy.data(), sdy, dweight.data(), nullptr,
+                                                      workspace.data(), s, false, nullptr),
+                cudaSuccess);
+  cuemu::set_block_filter(nullptr);
+  std::vector<const float*> got;
+  std::vector<Ref> ref;
+  for (int64_t o = o0; o < s.out_channels; ++o)
+    for (int64_t j = j0; j < cols; ++j) {
+      Ref r;
+      r.add(double(dy[size_t(o)]) * x[size_t(j)]);  // x is (1, c, 3, 3): j = c * 9 + tap
+      ref.push_back(r);
+      got.push_back(&dweight[o * cols + j]);
+    }
+  compare(ledger, "int64 weight grad dW of the last tile (partials and their sum past 2^31)",
+          path_tolerance<float>(false), got, ref);
+}
+
 }  // namespace
 
 void check_int64(Ledger& ledger) {
@@ -220,6 +271,7 @@ void check_int64(Ledger& ledger) {
   ck_int64(ledger);
   bias_int64(ledger);
   sum_partials_int64(ledger);
+  weight_grad_int64(ledger);
 }
 
 }  // namespace harness
