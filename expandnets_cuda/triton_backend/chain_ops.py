@@ -47,6 +47,14 @@ class ChainConfig:
     num_warps: int = 4
     num_stages: int = 1
 
+    @property
+    def maxnreg(self) -> int:
+        """Registers a thread may use, stated (not left to ptxas, which trades spills for occupancy)."""
+        return min(255, 65536 // (32 * self.num_warps))
+
+    def launch_kwargs(self) -> dict:
+        return dict(num_warps=self.num_warps, num_stages=self.num_stages, maxnreg=self.maxnreg)
+
 
 def chain_config(K1: int, A: int, C: int, O: int, dtype: torch.dtype) -> ChainConfig:
     """The one rule that sizes the chain kernels' tiles (the compile gate enumerates it).
@@ -55,16 +63,22 @@ def chain_config(K1: int, A: int, C: int, O: int, dtype: torch.dtype) -> ChainCo
     return ChainConfig(BP=32, BK=_block(K1, 32), BA=_block(A, 32), BC=_block(C, wide), BO=_block(O, wide))
 
 
-def config_space() -> List[ChainConfig]:
-    """Every configuration ``chain_config`` can return, for a compile gate to build them all."""
+def config_space(dtype: Optional[torch.dtype] = None) -> List[ChainConfig]:
+    """Every configuration ``chain_config`` can return (for ``dtype``, default all), for a compile
+    gate to build them all (``chain_gate.GATE_SPECS``)."""
     configs = set()
-    for dtype in (torch.float32, torch.float64):
+    for dtype in ((dtype,) if dtype is not None else (torch.float32, torch.float64)):
         for k in (1, 17, 33):
             for a in (1, 17, 33):
                 for c in (1, 17, 33, 65):
                     for o in (1, 17, 33, 65):
                         configs.add(chain_config(k, a, c, o, dtype))
     return sorted(configs, key=lambda c: (c.BK, c.BA, c.BC, c.BO))
+
+
+def dgrad1_blocks(MG: int, K2: int) -> Tuple[int, int]:
+    """(BM, BK) of ``chain_dgrad1_kernel``: input channels x (layer-1 channel, tap) reduction."""
+    return _block(MG, 32), _block(K2, 32)
 
 
 def acc_type(dtype: torch.dtype):
@@ -105,8 +119,7 @@ def chain(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[
         geo.N, geo.H, geo.W, geo.P, geo.Q, *_launch_args(geo, pads, dilation1, stride, dilation),
         geo.MG, geo.A, geo.C, max(geo.O, 1), geo.K1, *x.stride(), *y.stride(),
         HAS_BIAS=b1 is not None, HAS_L3=has_l3, RELU=relu, BP=cfg.BP, BK=cfg.BK, BA=cfg.BA, BC=cfg.BC, BO=cfg.BO,
-        ACC=acc_type(x.dtype), PRECISION=precision(x.dtype, exact), num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+        ACC=acc_type(x.dtype), PRECISION=precision(x.dtype, exact), **cfg.launch_kwargs())
     return y
 
 
@@ -136,7 +149,7 @@ def chain_backward(dy: Tensor, x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: 
     has_bias, has_l3 = b1 is not None, w3 is not None
     cfg = chain_config(geo.K1, geo.A, geo.C, geo.O, x.dtype)
     acc, prec, pdt = acc_type(x.dtype), precision(x.dtype, exact), partial_dtype(x.dtype)
-    common = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    common = cfg.launch_kwargs()
     G, dev = groups, x.device
     launch = _launch_args(geo, pads, dilation1, stride, dilation)
     empty = lambda: x.new_empty(0)  # noqa: E731  (a fresh one per output: outputs may not alias)
@@ -180,7 +193,7 @@ def chain_backward(dy: Tensor, x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: 
     if pointwise1:
         dx.copy_(dx_acc)
     else:
-        BM, BK = _block(geo.MG, 32), _block(geo.A * geo.KH1 * geo.KW1, 32)
+        BM, BK = dgrad1_blocks(geo.MG, geo.A * geo.KH1 * geo.KW1)
         chain_dgrad1_kernel[(triton.cdiv(geo.N * geo.H * geo.W, cfg.BP), triton.cdiv(geo.MG, BM))](
             dz1, w1c, dx, geo.N, geo.H, geo.W, geo.H1, geo.W1, pads[2], pads[0], geo.KH1, geo.KW1,
             dilation1[0], dilation1[1], geo.MG, geo.A, geo.A * geo.KH1 * geo.KW1, *dx.stride(),
