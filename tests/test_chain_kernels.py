@@ -174,13 +174,16 @@ def test_config_rule_covers_every_launch():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("dtype,tf32", [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)])
 @pytest.mark.parametrize("case", ["cl_3x3_odd_bias", "cl_depthwise_stride2", "ck5_stride2_bias", "ck7_fallback_batch1"])
-def test_gpu_dtypes(case, dtype, tf32, monkeypatch):
+def test_gpu_dtypes(case, dtype, tf32, backend, monkeypatch):
+    if not ec.available_backends()[backend].available:
+        pytest.skip(f"{backend}: {ec.available_backends()[backend].reason}")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     kwargs, shape, channels_last = CONV_CASES[case]
     fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, nonlinear=True, dtype=F64,
-                     device="cuda", backend="triton")
+                     device="cuda", backend=backend)
     x = torch.randn(shape, dtype=F64, device="cuda")
     tol = {torch.bfloat16: REL_TOL[torch.bfloat16]}.get(dtype, 2e-3 if tf32 else REL_TOL[torch.float32])
     compare_units(fast.to(dtype), ref, x, tol, f"{case} {dtype} tf32={tf32}")
@@ -197,3 +200,30 @@ def test_nonlinear_benchmark_rows():
     for row in rows:
         assert all(row[f"{mode}_ms"] > 0 for mode in ("fwd", "bwd", "fwd_bwd"))
     assert rows[1]["saved_bytes"] < rows[0]["saved_bytes"]
+
+
+def test_auto_picks_chain_runners(monkeypatch, tmp_path):
+    """``auto``: a nonlinear unit takes the chain runner where one runs (else the unfused chain);
+    a linear unit measures the chain runner beside the composed pairs."""
+    monkeypatch.setenv("EXPANDNETS_CACHE_DIR", str(tmp_path))
+    runner = ec.chain_backends.load("triton-chain")
+    kwargs = dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, rate=2, dtype=F64, device=DEVICE)
+    x = torch.randn(1, 2, 3, 3, dtype=F64, device=DEVICE)
+    monkeypatch.setattr(ec.chain_backends, "candidates", lambda device=None: [])
+    assert ec.FusedExpandConv2d(**kwargs, nonlinear=True)._resolve(x) == ec.backends.REFERENCE
+    monkeypatch.setattr(ec.chain_backends, "candidates", lambda device=None: [runner])
+    assert ec.FusedExpandConv2d(**kwargs, nonlinear=True)._resolve(x) is runner
+    fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, backend="auto")
+    chosen = fast._resolve(x)
+    times = next(iter(ec.autotune.cached_choices().values()))["times_ms"]
+    assert set(times) == {"torch", "triton-chain"} and chosen.name == min(times, key=times.get)
+    compare_units(fast, ref, x, REL_TOL[F64], "auto")
+
+
+def test_cuda_chain_says_why_it_cannot_run():
+    if ec.available_backends()["cuda"].available:
+        pytest.skip("the CUDA extension runs here: test_gpu_dtypes covers it")
+    with pytest.raises(ec.BackendUnavailableError):
+        ec.FusedExpandConv2d(2, 2, 3, nonlinear=True, backend="cuda")
+    with pytest.raises(ec.BackendUnavailableError):
+        ec.FusedExpandConv2d(2, 2, 3, backend="cuda-chain")
