@@ -31,13 +31,36 @@ AUTO = "auto"
 class BackendUnavailableError(RuntimeError):
     """A backend was asked for that cannot run here; the message says why and how to get it.
 
-    ``reason`` is why; ``fix`` how to get it, where the raiser gave it separately (the message
-    then ends with it, unless the reason already says it).
+    ``BackendUnavailableError(reason, fix="", backend="")``: ``reason`` is why; ``fix`` how to get
+    it, where the raiser gave it separately (the message then ends with it, unless the reason
+    already says it); ``backend`` the name asked for, which the registry adds to the message.
+    No ``__init__`` of its own: loaders raise it while torch.compile traces, and Dynamo builds
+    exceptions with the plain ``RuntimeError`` constructor.
     """
 
-    def __init__(self, reason: str, fix: str = ""):
-        self.reason, self.fix = reason, fix
-        super().__init__(reason if not fix or fix in reason else f"{reason}; {fix}")
+    @property
+    def reason(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    @property
+    def fix(self) -> str:
+        return self.args[1] if len(self.args) > 1 else ""
+
+    @property
+    def backend(self) -> str:
+        return self.args[2] if len(self.args) > 2 else ""
+
+    def __str__(self) -> str:
+        reason, fix, backend = self.reason, self.fix, self.backend
+        message = reason if not fix or fix in reason else f"{reason}; {fix}"
+        return f"backend {backend!r} cannot run here: {message}" if backend else message
+
+
+def _named(err: BackendUnavailableError, name: str) -> BackendUnavailableError:
+    """``err`` naming the backend asked for (left as it is while torch.compile traces)."""
+    if err.backend or torch.compiler.is_compiling():
+        return err
+    return BackendUnavailableError(err.reason, err.fix, name)
 
 
 @dataclass(frozen=True)
@@ -142,8 +165,14 @@ def _load(kind: str, name: str):
     key = (kind, name)
     if key not in _LOADED:
         loaders = _COMPOSER_LOADERS if kind == "composer" else _CONVOLVER_LOADERS
-        impl = loaders[name]()  # an unavailable backend raises and is asked again next time
-        _require_a_device(impl)
+        try:
+            impl = loaders[name]()  # an unavailable backend raises and is asked again next time
+            _require_a_device(impl)
+        except BackendUnavailableError as err:
+            named = _named(err, name)
+            if named is err:
+                raise
+            raise named from err
         _LOADED[key] = impl
     return _LOADED[key]
 
@@ -153,8 +182,9 @@ TRITON_PACKAGE = __name__.rpartition(".")[0] + ".triton_backend"
 
 
 def _is_triton(impl) -> bool:
-    """Implementations whose functions live in triton_backend run Triton kernels."""
-    return any(getattr(f, "__module__", "").startswith(TRITON_PACKAGE) for f in vars(impl).values() if callable(f))
+    """Implementations named triton(-...) or whose functions live in triton_backend run Triton kernels."""
+    return impl.name.split("-")[0] == "triton" or any(
+        getattr(f, "__module__", "").startswith(TRITON_PACKAGE) for f in vars(impl).values() if callable(f))
 
 
 def triton_interpreter_setting() -> bool:
@@ -208,6 +238,32 @@ TRITON_NO_DEVICE = (
     "(the interpreter runs them on the CPU, slowly: for tests)")
 
 
+# Chain runners that passed the device check. A plain dict, as _LOADED: resolve runs in forward.
+_CHAINS: Dict[str, object] = {}
+
+
+def _load_chain(name: str):
+    if name not in _CHAINS:
+        from . import chain_backends
+        if name == chain_backends.CHAIN_OF.get("triton"):
+            _triton_precheck()
+        try:
+            try:
+                runner = chain_backends.load(name)
+            except BackendUnavailableError as err:
+                if name != chain_backends.CHAIN_OF.get("cuda") or torch.compiler.is_compiling():
+                    raise
+                raise BackendUnavailableError(str(err), _cuda_fix()) from err
+            _require_a_device(runner)
+        except BackendUnavailableError as err:
+            named = _named(err, name)
+            if named is err:
+                raise
+            raise named from err
+        _CHAINS[name] = runner
+    return _CHAINS[name]
+
+
 def _require_a_device(impl) -> None:
     if devices_now(impl):
         return
@@ -255,7 +311,7 @@ def resolve(backend: str, device: Optional[torch.device] = None) -> Resolved:
         return _auto_pair(device)
     from . import chain_backends
     if backend in chain_backends.CHAIN_BACKENDS:  # a chain runner (triton-chain, cuda-chain)
-        return chain_backends.load(backend)
+        return _load_chain(backend)
     composer_name, _, convolver_name = backend.partition("+")
     return FusedPair(_load("composer", composer_name), _load("convolver", convolver_name or composer_name))
 
@@ -292,7 +348,7 @@ def _info(name: str, impls) -> BackendInfo:
     try:
         loaded = impls()
     except BackendUnavailableError as err:
-        return BackendInfo(name, False, str(err), getattr(err, "fix", ""))
+        return BackendInfo(name, False, err.reason, err.fix)
     devices = [set(devices_now(impl)) for impl in loaded]
     order = [d for d in devices_now(loaded[0]) if all(d in other for other in devices)]
     interpreted = any(_is_triton(impl) for impl in loaded) and triton_interpreted()
@@ -321,6 +377,11 @@ def available_backends() -> BackendReport:
             info = BackendInfo(name, True, devices=info.devices,
                                note="; ".join(filter(None, [f"{kinds[0]} only: use it in a pair", info.note])))
         report[name] = info
+    from .chain_backends import CHAIN_BACKENDS
+    for name in CHAIN_BACKENDS:
+        info = _info(name, lambda: [_load_chain(name)])
+        report[name] = BackendInfo(name, info.available, info.reason, info.fix, info.devices, "; ".join(
+            filter(None, ["a whole unit in chain-fused kernels", info.note]))) if info.available else info
     for composer in _COMPOSER_LOADERS:
         for convolver in _CONVOLVER_LOADERS:
             pair = f"{composer}+{convolver}"
@@ -383,6 +444,8 @@ def _cuda_loader(stage: str) -> Callable:
         try:
             return getattr(cuda_backend, f"load_{stage}")()
         except BackendUnavailableError as err:
+            if torch.compiler.is_compiling():  # the fix is for people, and _cuda_fix does not trace
+                raise
             raise BackendUnavailableError(str(err), _cuda_fix()) from err
     return load
 

@@ -42,16 +42,17 @@ def test_triton_without_interpreter_on_a_cpu_is_unavailable_and_says_how():
         except ec.BackendUnavailableError as err:
             raised = str(err)
         from expandnets_cuda import backends
-        print(json.dumps({"available": t.available, "reason": t.reason, "fix": t.fix, "pairs": sorted(report),
+        print(json.dumps({"available": t.available, "reason": t.reason, "fix": t.fix,
+                          "pairs": sorted(n for n, b in report.items() if b.available),
                           "raised": raised, "table": str(report), "kernels": backends.triton_kernel_mode()}))
     """)
     got = json.loads(out)
     assert not got["available"]
     assert "CUDA device" in got["reason"] and "interpreter is off" in got["reason"]
     assert "TRITON_INTERPRET=1" in got["fix"]
-    assert "TRITON_INTERPRET=1" in got["raised"] and "CUDA device" in got["raised"]
+    assert "TRITON_INTERPRET=1" in got["raised"] and "CUDA device" in got["raised"] and "'triton'" in got["raised"]
     assert got["kernels"] is None  # refused before defining the kernels, so the switch can still come later
-    assert not [name for name in got["pairs"] if "triton" in name and name != "triton"]  # no pair runs it either
+    assert not [name for name in got["pairs"] if "triton" in name]  # no pair or chain runs it either
     row = [line for line in got["table"].splitlines() if line.startswith("triton ")]
     assert row and row[0].split()[1] == "no"
 
@@ -74,7 +75,7 @@ def test_triton_under_the_interpreter_is_available_on_the_cpu_and_runs():
     got = json.loads(out)
     assert got["available"] and "cpu" in got["devices"]
     assert "interpreter" in got["note"]
-    assert {"triton+torch", "torch+triton"} <= set(got["pairs"])
+    assert {"triton+torch", "torch+triton", "triton-chain"} <= set(got["pairs"])
     assert got["err"] < 1e-5  # "available" means it really runs here
 
 
@@ -154,6 +155,8 @@ def test_backend_info_str_is_one_readable_line():
 
 def test_unavailable_error_joins_reason_and_fix_once():
     assert str(ec.BackendUnavailableError("no GPU", "use one")) == "no GPU; use one"
+    named = ec.BackendUnavailableError("no GPU", "use one", "cuda")
+    assert str(named) == "backend 'cuda' cannot run here: no GPU; use one" and named.reason == "no GPU"
     assert str(ec.BackendUnavailableError("no GPU; use one", "use one")) == "no GPU; use one"
     err = ec.BackendUnavailableError("no GPU")
     assert (err.reason, err.fix, str(err)) == ("no GPU", "", "no GPU")
