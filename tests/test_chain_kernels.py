@@ -36,6 +36,9 @@ CONV_CASES = {
         (1, 3, 6, 7), True),
     "ck7_fallback_batch1": (dict(in_channels=2, out_channels=3, kernel_size=7, padding=3, strategy="ck", rate=2),
                             (1, 2, 6, 5), False),
+    "ck7_replicate_stride2_channels_last": (
+        dict(in_channels=2, out_channels=2, kernel_size=7, stride=2, padding=3, padding_mode="replicate",
+             strategy="ck", rate=1.5), (2, 2, 5, 6), True),
 }
 
 
@@ -124,15 +127,16 @@ def test_saved_for_backward_does_not_grow_with_rate():
             module(x).sum()
         return sum(total)
 
-    x = torch.randn(1, 3, 6, 6, dtype=F64, device=DEVICE, requires_grad=True)
-    chain_bytes, ref_bytes = [], []
-    for rate in (2, 4):
-        fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, 3, 3, 3, padding=1, rate=rate, nonlinear=True,
-                         dtype=F64, device=DEVICE, backend="triton")
-        chain_bytes.append(saved_activation_bytes(fast, x))
-        ref_bytes.append(saved_activation_bytes(ref, x))
-    assert chain_bytes[0] == chain_bytes[1] == 0
-    assert ref_bytes[1] > ref_bytes[0] > 0  # the comparison can fail: the reference does grow
+    x = torch.randn(1, 3, 8, 8, dtype=F64, device=DEVICE, requires_grad=True)
+    for kernel, strategy in ((3, "cl"), (5, "ck"), (7, "ck")):
+        chain_bytes, ref_bytes = [], []
+        for rate in (2, 4):
+            fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, 3, 3, kernel, padding=kernel // 2, rate=rate,
+                             strategy=strategy, nonlinear=True, dtype=F64, device=DEVICE, backend="triton")
+            chain_bytes.append(saved_activation_bytes(fast, x))
+            ref_bytes.append(saved_activation_bytes(ref, x))
+        assert chain_bytes[0] == chain_bytes[1] == 0, (kernel, strategy, chain_bytes)
+        assert ref_bytes[1] > ref_bytes[0] > 0  # the comparison can fail: the reference does grow
 
 
 def test_fake_impls_and_autograd_registration():
@@ -141,10 +145,11 @@ def test_fake_impls_and_autograd_registration():
                               test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
-def test_compile_fullgraph_through_the_chain_op():
+@pytest.mark.parametrize("kernel,strategy", [(3, "cl"), (7, "ck")])
+def test_compile_fullgraph_through_the_chain_op(kernel, strategy):
     torch._dynamo.reset()
-    unit = ec.FusedExpandConv2d(3, 4, 3, padding=1, rate=2, nonlinear=True, backend="triton",
-                                dtype=F64, device=DEVICE)
+    unit = ec.FusedExpandConv2d(3, 4, kernel, padding=kernel // 2, strategy=strategy, rate=2, nonlinear=True,
+                                backend="triton", dtype=F64, device=DEVICE)
     x = torch.randn(1, 3, 5, 5, dtype=F64, device=DEVICE)
     compiled = torch.compile(unit, fullgraph=True, backend="aot_eager")
     y, y_eager = compiled(x), unit(x)
