@@ -4,30 +4,35 @@
 Layouts are ``nn.Conv2d``'s, contiguous: ``L (O, C, a, a2)``, ``E (C, I, b, b2)``,
 ``K (O, I, a+b-1, a2+b2-1)``. One program owns one output tap and a tile of (rows, cols); it loops
 over the tap pairs that land there, so nothing is written twice and no atomics are needed.
+``WIDE`` switches the index arithmetic to int64 (offsets.py).
 """
 import triton
 import triton.language as tl
 
+from .offsets import program_ids, widen
+
 
 @triton.jit
 def ck_fold_fwd_kernel(later, earlier, out, O, C, I, A, A2, B, B2,
-                       BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
-    w, pid_o, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                       BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr):
+    w, pid_o, pid_i = program_ids(WIDE)
+    O, C, I, A, A2, B, B2 = (widen(O, WIDE), widen(C, WIDE), widen(I, WIDE), widen(A, WIDE), widen(A2, WIDE),
+                             widen(B, WIDE), widen(B2, WIDE))
     WX = A2 + B2 - 1
     wy, wx = w // WX, w % WX
     offs_o = pid_o * BO + tl.arange(0, BO)
     offs_i = pid_i * BI + tl.arange(0, BI)
     acc = tl.zeros((BO, BI), dtype=ACC)
-    for vy in range(0, A):
-        for vx in range(0, A2):
+    # Only the taps v of L that meet a tap u = w - v of E: no masked-out iterations.
+    for vy in range(tl.maximum(wy - B + 1, 0), tl.minimum(wy + 1, A)):
+        for vx in range(tl.maximum(wx - B2 + 1, 0), tl.minimum(wx + 1, A2)):
             uy, ux = wy - vy, wx - vx
-            hit = (uy >= 0) & (uy < B) & (ux >= 0) & (ux < B2)  # does tap v meet a tap u of E here?
             for c0 in range(0, C, BC):
                 offs_c = c0 + tl.arange(0, BC)
                 tile_l = tl.load(later + offs_o[:, None] * (C * A * A2) + offs_c[None, :] * (A * A2) + vy * A2 + vx,
-                                 mask=hit & (offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0)
+                                 mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0)
                 tile_e = tl.load(earlier + offs_c[:, None] * (I * B * B2) + offs_i[None, :] * (B * B2) + uy * B2 + ux,
-                                 mask=hit & (offs_c[:, None] < C) & (offs_i[None, :] < I), other=0.0)
+                                 mask=(offs_c[:, None] < C) & (offs_i[None, :] < I), other=0.0)
                 acc += tl.dot(tile_l.to(ACC), tile_e.to(ACC), input_precision="ieee")
     KH, KW = A + B - 1, A2 + B2 - 1
     tl.store(out + offs_o[:, None] * (I * KH * KW) + offs_i[None, :] * (KH * KW) + wy * KW + wx,
@@ -36,9 +41,12 @@ def ck_fold_fwd_kernel(later, earlier, out, O, C, I, A, A2, B, B2,
 
 @triton.jit
 def ck_fold_bwd_later_kernel(grad, earlier, d_later, O, C, I, A, A2, B, B2,
-                             BO: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr):
+                             BO: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr,
+                             WIDE: tl.constexpr):
     """``dL[o, c, v] = sum_u sum_i dK[o, i, v + u] E[c, i, u]``."""
-    v, pid_o, pid_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    v, pid_o, pid_c = program_ids(WIDE)
+    O, C, I, A, A2, B, B2 = (widen(O, WIDE), widen(C, WIDE), widen(I, WIDE), widen(A, WIDE), widen(A2, WIDE),
+                             widen(B, WIDE), widen(B2, WIDE))
     vy, vx = v // A2, v % A2
     KH, KW = A + B - 1, A2 + B2 - 1
     offs_o = pid_o * BO + tl.arange(0, BO)
@@ -60,9 +68,12 @@ def ck_fold_bwd_later_kernel(grad, earlier, d_later, O, C, I, A, A2, B, B2,
 
 @triton.jit
 def ck_fold_bwd_earlier_kernel(grad, later, d_earlier, O, C, I, A, A2, B, B2,
-                               BC: tl.constexpr, BI: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr):
+                               BC: tl.constexpr, BI: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr,
+                               WIDE: tl.constexpr):
     """``dE[c, i, u] = sum_v sum_o L[o, c, v] dK[o, i, v + u]``."""
-    u, pid_c, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    u, pid_c, pid_i = program_ids(WIDE)
+    O, C, I, A, A2, B, B2 = (widen(O, WIDE), widen(C, WIDE), widen(I, WIDE), widen(A, WIDE), widen(A2, WIDE),
+                             widen(B, WIDE), widen(B2, WIDE))
     uy, ux = u // B2, u % B2
     KH, KW = A + B - 1, A2 + B2 - 1
     offs_c = pid_c * BC + tl.arange(0, BC)

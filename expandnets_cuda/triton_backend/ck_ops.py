@@ -7,7 +7,8 @@ import torch
 import triton
 
 from .ck_compose import ck_fold_bwd_earlier_kernel, ck_fold_bwd_later_kernel, ck_fold_fwd_kernel
-from .cl_ops import acc_type, block
+from . import launch_configs as lc
+from .offsets import needs_wide_offsets
 
 Tensor = torch.Tensor
 
@@ -23,10 +24,10 @@ def ck_fold(later: Tensor, earlier: Tensor) -> Tensor:
     later, earlier = later.contiguous(), earlier.contiguous()
     O, C, I, A, A2, B, B2 = _dims(later, earlier)
     out = torch.empty((O, I, A + B - 1, A2 + B2 - 1), device=later.device, dtype=later.dtype)
-    BO, BI, BC = block(O), block(I), block(C)
-    grid = ((A + B - 1) * (A2 + B2 - 1), triton.cdiv(O, BO), triton.cdiv(I, BI))
-    ck_fold_fwd_kernel[grid](later, earlier, out, O, C, I, A, A2, B, B2, BO=BO, BI=BI, BC=BC,
-                             ACC=acc_type(later.dtype))
+    launch = lc.ck_fold_fwd(O, C, I, later.dtype)
+    grid = ((A + B - 1) * (A2 + B2 - 1), triton.cdiv(O, launch["BO"]), triton.cdiv(I, launch["BI"]))
+    ck_fold_fwd_kernel[grid](later, earlier, out, O, C, I, A, A2, B, B2, ACC=lc.acc_type(later.dtype),
+                             WIDE=needs_wide_offsets(later, earlier, out), **launch.kwargs())
     return out
 
 
@@ -41,12 +42,13 @@ def ck_fold_backward(grad: Tensor, later: Tensor, earlier: Tensor) -> Tuple[Tens
     grad, later, earlier = grad.contiguous(), later.contiguous(), earlier.contiguous()
     O, C, I, A, A2, B, B2 = _dims(later, earlier)
     d_later, d_earlier = torch.empty_like(later), torch.empty_like(earlier)
-    BO, BI, BC = block(O), block(I), block(C)
-    acc = acc_type(later.dtype)
-    ck_fold_bwd_later_kernel[(A * A2, triton.cdiv(O, BO), triton.cdiv(C, BC))](
-        grad, earlier, d_later, O, C, I, A, A2, B, B2, BO=BO, BC=BC, BI=BI, ACC=acc)
-    ck_fold_bwd_earlier_kernel[(B * B2, triton.cdiv(C, BC), triton.cdiv(I, BI))](
-        grad, later, d_earlier, O, C, I, A, A2, B, B2, BC=BC, BI=BI, BO=BO, ACC=acc)
+    mode = dict(ACC=lc.acc_type(later.dtype), WIDE=needs_wide_offsets(grad, later, earlier))
+    launch = lc.ck_fold_bwd_later(O, C, I, later.dtype)
+    ck_fold_bwd_later_kernel[(A * A2, triton.cdiv(O, launch["BO"]), triton.cdiv(C, launch["BC"]))](
+        grad, earlier, d_later, O, C, I, A, A2, B, B2, **mode, **launch.kwargs())
+    launch = lc.ck_fold_bwd_earlier(O, C, I, later.dtype)
+    ck_fold_bwd_earlier_kernel[(B * B2, triton.cdiv(C, launch["BC"]), triton.cdiv(I, launch["BI"]))](
+        grad, later, d_earlier, O, C, I, A, A2, B, B2, **mode, **launch.kwargs())
     return d_later, d_earlier
 
 

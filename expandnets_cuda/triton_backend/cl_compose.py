@@ -6,15 +6,20 @@ with ``G = T = 1``. Each kernel chains its two products inside one program: the 
 (``W2 @ W1`` or its gradient counterpart) lives in registers, never in memory. Accumulation is
 float32 (float64 for float64 weights) and the dots run in exact IEEE mode: the composition is
 weight-sized, so exactness costs nothing measurable.
+``WIDE`` switches the index arithmetic to int64 (offsets.py).
 """
 import triton
 import triton.language as tl
 
+from .offsets import program_ids, widen
+
 
 @triton.jit
 def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
-                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, ACC: tl.constexpr):
-    pid_gt, pid_o, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, ACC: tl.constexpr,
+                          WIDE: tl.constexpr):
+    pid_gt, pid_o, pid_i = program_ids(WIDE)
+    A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
     g, t = pid_gt // T, pid_gt % T
     offs_o = pid_o * BO + tl.arange(0, BO)
     offs_i = pid_i * BI + tl.arange(0, BI)
@@ -38,9 +43,11 @@ def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
 
 @triton.jit
 def cl_compose_bwd_w1_kernel(grad, w2, w3, dw1, A, I, C, O, T,
-                             BA: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr):
+                             BA: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr,
+                             WIDE: tl.constexpr):
     """``dW1[g] = sum_t W2[g, :, :, t]^T @ (W3[g]^T @ dW[g, :, :, t])``; taps reduced in-program."""
-    g, pid_a, pid_i = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    g, pid_a, pid_i = program_ids(WIDE)
+    A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
     offs_a = pid_a * BA + tl.arange(0, BA)
     offs_i = pid_i * BI + tl.arange(0, BI)
     acc = tl.zeros((BA, BI), dtype=ACC)
@@ -79,9 +86,11 @@ def _grad_times_w1t(grad, w1, g, t, offs_o, offs_a, A, I, O, T, BI: tl.constexpr
 
 @triton.jit
 def cl_compose_bwd_w2_kernel(grad, w1, w3, dw2, A, I, C, O, T,
-                             BC: tl.constexpr, BA: tl.constexpr, BO: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr):
+                             BC: tl.constexpr, BA: tl.constexpr, BO: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr,
+                             WIDE: tl.constexpr):
     """``dW2[g, :, :, t] = W3[g]^T @ (dW[g, :, :, t] @ W1[g]^T)``."""
-    pid_gt, pid_c, pid_a = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_gt, pid_c, pid_a = program_ids(WIDE)
+    A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
     g, t = pid_gt // T, pid_gt % T
     offs_c = pid_c * BC + tl.arange(0, BC)
     offs_a = pid_a * BA + tl.arange(0, BA)
@@ -98,9 +107,11 @@ def cl_compose_bwd_w2_kernel(grad, w1, w3, dw2, A, I, C, O, T,
 
 @triton.jit
 def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
-                             BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr):
+                             BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BI: tl.constexpr, ACC: tl.constexpr,
+                             WIDE: tl.constexpr):
     """``dW3[g] = sum_t (dW[g, :, :, t] @ W1[g]^T) @ W2[g, :, :, t]^T``; taps reduced in-program."""
-    g, pid_o, pid_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    g, pid_o, pid_c = program_ids(WIDE)
+    A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
     offs_o = pid_o * BO + tl.arange(0, BO)
     offs_c = pid_c * BC + tl.arange(0, BC)
     acc = tl.zeros((BO, BC), dtype=ACC)
@@ -117,26 +128,24 @@ def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
 
 @triton.jit
 def cl_bias_fold_kernel(w2, w3, b1, b2, b3, out, A, C, O, T,
-                        BO: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, BT: tl.constexpr, ACC: tl.constexpr):
+                        BO: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr):
     """``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]`` (a constant field through
-    the "valid" kxk sums its taps)."""
-    g, pid_o = tl.program_id(0), tl.program_id(1)
+    the "valid" kxk sums its taps). W2's (a, t) axes are walked as one flat, contiguous axis of
+    length A*T, so the tiles stay two-dimensional."""
+    g, pid_o, _ = program_ids(WIDE)
+    A, C, O, T = widen(A, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
+    AT = A * T
     offs_o = pid_o * BO + tl.arange(0, BO)
-    offs_t = tl.arange(0, BT)
     acc = tl.load(b3 + g * O + offs_o, mask=offs_o < O, other=0.0).to(ACC)
     for c0 in range(0, C, BC):
         offs_c = c0 + tl.arange(0, BC)
         inner = tl.load(b2 + g * C + offs_c, mask=offs_c < C, other=0.0).to(ACC)
-        for a0 in range(0, A, BA):
-            offs_a = a0 + tl.arange(0, BA)
-            vb1 = tl.load(b1 + g * A + offs_a, mask=offs_a < A, other=0.0).to(ACC)
-            for t0 in range(0, T, BT):
-                taps = t0 + offs_t
-                tile = tl.load(w2 + g * C * A * T + offs_c[:, None, None] * (A * T) + offs_a[None, :, None] * T
-                               + taps[None, None, :],
-                               mask=(offs_c[:, None, None] < C) & (offs_a[None, :, None] < A)
-                               & (taps[None, None, :] < T), other=0.0).to(ACC)
-                inner += tl.sum(tl.sum(tile, axis=2) * vb1[None, :], axis=1)
+        for k0 in range(0, AT, BK):
+            offs_k = k0 + tl.arange(0, BK)  # flat (a, t)
+            vb1 = tl.load(b1 + g * A + offs_k // T, mask=offs_k < AT, other=0.0).to(ACC)
+            tile = tl.load(w2 + g * C * AT + offs_c[:, None] * AT + offs_k[None, :],
+                           mask=(offs_c[:, None] < C) & (offs_k[None, :] < AT), other=0.0).to(ACC)
+            inner += tl.sum(tile * vb1[None, :], axis=1)
         tile3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
                         mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0).to(ACC)
         acc += tl.sum(tile3 * inner[None, :], axis=1)

@@ -10,20 +10,12 @@ from typing import Tuple
 import torch
 import triton
 
+from . import launch_configs as lc
 from .cl_compose import (cl_bias_fold_kernel, cl_compose_bwd_w1_kernel, cl_compose_bwd_w2_kernel,
                          cl_compose_bwd_w3_kernel, cl_compose_fwd_kernel)
+from .offsets import needs_wide_offsets
 
 Tensor = torch.Tensor
-
-
-def block(n: int, cap: int = 64) -> int:
-    """Power-of-two tile edge covering ``n``: at least 16 (``tl.dot``'s minimum), at most ``cap``."""
-    return max(16, min(cap, triton.next_power_of_2(n)))
-
-
-def acc_type(dtype: torch.dtype):
-    import triton.language as tl
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def _dims(w1: Tensor, w2: Tensor, w3: Tensor):
@@ -38,10 +30,10 @@ def cl_compose(w1: Tensor, w2: Tensor, w3: Tensor) -> Tensor:
     w1, w2, w3 = w1.contiguous(), w2.contiguous(), w3.contiguous()
     G, A, I, C, O, T = _dims(w1, w2, w3)
     out = torch.empty((G, O, I, T), device=w2.device, dtype=w2.dtype)
-    BO, BI, BC, BA = block(O), block(I), block(C), block(A)
-    grid = (G * T, triton.cdiv(O, BO), triton.cdiv(I, BI))
-    cl_compose_fwd_kernel[grid](w1, w2, w3, out, A, I, C, O, T, BO=BO, BI=BI, BC=BC, BA=BA,
-                                ACC=acc_type(w2.dtype))
+    launch = lc.cl_compose_fwd(A, I, C, O, w2.dtype)
+    grid = (G * T, triton.cdiv(O, launch["BO"]), triton.cdiv(I, launch["BI"]))
+    cl_compose_fwd_kernel[grid](w1, w2, w3, out, A, I, C, O, T, ACC=lc.acc_type(w2.dtype),
+                                WIDE=needs_wide_offsets(w1, w2, w3, out), **launch.kwargs())
     return out
 
 
@@ -56,14 +48,16 @@ def cl_compose_backward(grad: Tensor, w1: Tensor, w2: Tensor, w3: Tensor) -> Tup
     grad, w1, w2, w3 = grad.contiguous(), w1.contiguous(), w2.contiguous(), w3.contiguous()
     G, A, I, C, O, T = _dims(w1, w2, w3)
     dw1, dw2, dw3 = torch.empty_like(w1), torch.empty_like(w2), torch.empty_like(w3)
-    BO, BI, BC, BA = block(O), block(I), block(C), block(A)
-    acc = acc_type(w2.dtype)
-    cl_compose_bwd_w1_kernel[(G, triton.cdiv(A, BA), triton.cdiv(I, BI))](
-        grad, w2, w3, dw1, A, I, C, O, T, BA=BA, BI=BI, BC=BC, BO=BO, ACC=acc)
-    cl_compose_bwd_w2_kernel[(G * T, triton.cdiv(C, BC), triton.cdiv(A, BA))](
-        grad, w1, w3, dw2, A, I, C, O, T, BC=BC, BA=BA, BO=BO, BI=BI, ACC=acc)
-    cl_compose_bwd_w3_kernel[(G, triton.cdiv(O, BO), triton.cdiv(C, BC))](
-        grad, w1, w2, dw3, A, I, C, O, T, BO=BO, BC=BC, BA=BA, BI=BI, ACC=acc)
+    mode = dict(ACC=lc.acc_type(w2.dtype), WIDE=needs_wide_offsets(grad, w1, w2, w3))
+    launch = lc.cl_compose_bwd_w1(A, I, C, O, w2.dtype)
+    cl_compose_bwd_w1_kernel[(G, triton.cdiv(A, launch["BA"]), triton.cdiv(I, launch["BI"]))](
+        grad, w2, w3, dw1, A, I, C, O, T, **mode, **launch.kwargs())
+    launch = lc.cl_compose_bwd_w2(A, I, C, O, w2.dtype)
+    cl_compose_bwd_w2_kernel[(G * T, triton.cdiv(C, launch["BC"]), triton.cdiv(A, launch["BA"]))](
+        grad, w1, w3, dw2, A, I, C, O, T, **mode, **launch.kwargs())
+    launch = lc.cl_compose_bwd_w3(A, I, C, O, w2.dtype)
+    cl_compose_bwd_w3_kernel[(G, triton.cdiv(O, launch["BO"]), triton.cdiv(C, launch["BC"]))](
+        grad, w1, w2, dw3, A, I, C, O, T, **mode, **launch.kwargs())
     return dw1, dw2, dw3
 
 
@@ -89,9 +83,10 @@ def cl_bias_fold(w2: Tensor, w3: Tensor, b1: Tensor, b2: Tensor, b3: Tensor) -> 
     G, C, A, T = w2.shape
     O = w3.shape[1]
     out = torch.empty((G, O), device=w2.device, dtype=w2.dtype)
-    BO, BC, BA, BT = block(O, 32), block(C, 32), block(A, 32), block(T, 16)
-    cl_bias_fold_kernel[(G, triton.cdiv(O, BO))](w2, w3, b1, b2, b3, out, A, C, O, T,
-                                                 BO=BO, BC=BC, BA=BA, BT=BT, ACC=acc_type(w2.dtype))
+    launch = lc.cl_bias_fold(A, C, O, T, w2.dtype)
+    cl_bias_fold_kernel[(G, triton.cdiv(O, launch["BO"]))](
+        w2, w3, b1, b2, b3, out, A, C, O, T, ACC=lc.acc_type(w2.dtype), WIDE=needs_wide_offsets(w2, w3),
+        **launch.kwargs())
     return out
 
 

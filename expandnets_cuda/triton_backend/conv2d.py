@@ -10,17 +10,30 @@ Implicit GEMM (nothing is unfolded into memory), per group:
 - depthwise (one input and one output channel per group): elementwise kernels over taps, which
   beat a GEMM that would be 1 wide.
 Tensors are read and written through their strides, so NCHW and channels_last need no copies.
+``WIDE`` switches the index arithmetic to int64 (offsets.py).
 """
 import triton
 import triton.language as tl
 
+from . import launch_configs as lc
+from .offsets import program_ids, widen
 
+# The autotuners' key: the problem shape (dtypes are added by Triton).
+GEMM_KEY = ["N", "H", "W", "P", "Q", "KH", "KW", "SH", "SW", "CG", "OG"]
+
+
+@triton.autotune(configs=lc.tuned(lc.GEMM_CONFIGS), key=GEMM_KEY,
+                 prune_configs_by={"early_config_prune": lc.prune_for("x", lc.GEMM_CONFIGS)})
 @triton.jit
 def conv2d_fwd_kernel(x, w, b, y, N, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW, CG, OG,
                       sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                       HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                      ACC: tl.constexpr, PRECISION: tl.constexpr):
-    pid_m, pid_n, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                      ACC: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr):
+    pid_m, pid_n, g = program_ids(WIDE)
+    N, H, W, P, Q = widen(N, WIDE), widen(H, WIDE), widen(W, WIDE), widen(P, WIDE), widen(Q, WIDE)
+    KH, KW, CG, OG = widen(KH, WIDE), widen(KW, WIDE), widen(CG, WIDE), widen(OG, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
+    syn, syc, syh, syw = widen(syn, WIDE), widen(syc, WIDE), widen(syh, WIDE), widen(syw, WIDE)
     offs_m = pid_m * BM + tl.arange(0, BM)
     n, pq = offs_m // (P * Q), offs_m % (P * Q)
     p, q = pq // Q, pq % Q
@@ -43,12 +56,18 @@ def conv2d_fwd_kernel(x, w, b, y, N, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW,
              acc.to(y.dtype.element_ty), mask=(offs_m[:, None] < N * P * Q) & (offs_n[None, :] < OG))
 
 
+@triton.autotune(configs=lc.tuned(lc.GEMM_CONFIGS), key=GEMM_KEY,
+                 prune_configs_by={"early_config_prune": lc.prune_for("dy", lc.GEMM_CONFIGS)})
 @triton.jit
 def conv2d_dgrad_kernel(dy, w, dx, N, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW, CG, OG,
                         sdn, sdc, sdh, sdw, sxn, sxc, sxh, sxw,
                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                        ACC: tl.constexpr, PRECISION: tl.constexpr):
-    pid_m, pid_n, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                        ACC: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr):
+    pid_m, pid_n, g = program_ids(WIDE)
+    N, H, W, P, Q = widen(N, WIDE), widen(H, WIDE), widen(W, WIDE), widen(P, WIDE), widen(Q, WIDE)
+    KH, KW, CG, OG = widen(KH, WIDE), widen(KW, WIDE), widen(CG, WIDE), widen(OG, WIDE)
+    sdn, sdc, sdh, sdw = widen(sdn, WIDE), widen(sdc, WIDE), widen(sdh, WIDE), widen(sdw, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
     offs_m = pid_m * BM + tl.arange(0, BM)
     n, hw = offs_m // (H * W), offs_m % (H * W)
     h, wc = hw // W, hw % W
@@ -72,12 +91,19 @@ def conv2d_dgrad_kernel(dy, w, dx, N, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW
              acc.to(dx.dtype.element_ty), mask=(offs_m[:, None] < N * H * W) & (offs_n[None, :] < CG))
 
 
+@triton.autotune(configs=lc.tuned(lc.WGRAD_CONFIGS), key=GEMM_KEY,
+                 prune_configs_by={"early_config_prune": lc.prune_for("x", lc.WGRAD_CONFIGS)})
 @triton.jit
 def conv2d_wgrad_kernel(x, dy, dw_part, db_part, N, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW, CG, OG, O,
                         CHUNK, SPLITS, sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
                         HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                        ACC: tl.constexpr, PRECISION: tl.constexpr):
-    pid_m, pid_n, pid_gs = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                        ACC: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr):
+    pid_m, pid_n, pid_gs = program_ids(WIDE)
+    N, H, W, P, Q = widen(N, WIDE), widen(H, WIDE), widen(W, WIDE), widen(P, WIDE), widen(Q, WIDE)
+    KH, KW, CG, OG = widen(KH, WIDE), widen(KW, WIDE), widen(CG, WIDE), widen(OG, WIDE)
+    O, CHUNK, SPLITS = widen(O, WIDE), widen(CHUNK, WIDE), widen(SPLITS, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
+    sdn, sdc, sdh, sdw = widen(sdn, WIDE), widen(sdc, WIDE), widen(sdh, WIDE), widen(sdw, WIDE)
     g, split = pid_gs // SPLITS, pid_gs % SPLITS
     offs_m = pid_m * BM + tl.arange(0, BM)  # output channel within the group
     offs_n = pid_n * BN + tl.arange(0, BN)  # (input channel, tap) within the group
@@ -106,14 +132,20 @@ def conv2d_wgrad_kernel(x, dy, dw_part, db_part, N, H, W, P, Q, KH, KW, SH, SW, 
     tl.store(dw_part + split * O * K + rows[:, None] * K + offs_n[None, :], acc,
              mask=(offs_m[:, None] < OG) & (offs_n[None, :] < K))
     if HAS_BIAS:
-        tl.store(db_part + split * O + rows, bias_acc, mask=(offs_m < OG) & (pid_n == 0))
+        if pid_n == 0:  # one column of programs writes the bias partials
+            tl.store(db_part + split * O + rows, bias_acc, mask=offs_m < OG)
 
 
 @triton.jit
 def depthwise_fwd_kernel(x, w, b, y, N, C, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW,
                          sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-                         HAS_BIAS: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
-    pid_m, pid_c = tl.program_id(0), tl.program_id(1)
+                         HAS_BIAS: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr,
+                         WIDE: tl.constexpr):
+    pid_m, pid_c, _ = program_ids(WIDE)
+    N, C, H, W, P, Q = widen(N, WIDE), widen(C, WIDE), widen(H, WIDE), widen(W, WIDE), widen(P, WIDE), widen(Q, WIDE)
+    KH, KW = widen(KH, WIDE), widen(KW, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
+    syn, syc, syh, syw = widen(syn, WIDE), widen(syc, WIDE), widen(syh, WIDE), widen(syw, WIDE)
     offs_m = pid_m * BM + tl.arange(0, BM)
     n, pq = offs_m // (P * Q), offs_m % (P * Q)
     p, q = pq // Q, pq % Q
@@ -137,8 +169,12 @@ def depthwise_fwd_kernel(x, w, b, y, N, C, H, W, P, Q, KH, KW, SH, SW, PH, PW, D
 @triton.jit
 def depthwise_dgrad_kernel(dy, w, dx, N, C, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW,
                            sdn, sdc, sdh, sdw, sxn, sxc, sxh, sxw,
-                           BM: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
-    pid_m, pid_c = tl.program_id(0), tl.program_id(1)
+                           BM: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr):
+    pid_m, pid_c, _ = program_ids(WIDE)
+    N, C, H, W, P, Q = widen(N, WIDE), widen(C, WIDE), widen(H, WIDE), widen(W, WIDE), widen(P, WIDE), widen(Q, WIDE)
+    KH, KW = widen(KH, WIDE), widen(KW, WIDE)
+    sdn, sdc, sdh, sdw = widen(sdn, WIDE), widen(sdc, WIDE), widen(sdh, WIDE), widen(sdw, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
     offs_m = pid_m * BM + tl.arange(0, BM)
     n, hw = offs_m // (H * W), offs_m % (H * W)
     h, wc = hw // W, hw % W
@@ -161,9 +197,14 @@ def depthwise_dgrad_kernel(dy, w, dx, N, C, H, W, P, Q, KH, KW, SH, SW, PH, PW, 
 @triton.jit
 def depthwise_wgrad_kernel(x, dy, dw_part, db_part, N, C, H, W, P, Q, KH, KW, SH, SW, PH, PW, DH, DW, CHUNK,
                            sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
-                           HAS_BIAS: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr):
+                           HAS_BIAS: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, ACC: tl.constexpr,
+                           WIDE: tl.constexpr):
     """Partial sums over one chunk of output pixels, for every tap of a block of channels."""
-    pid_c, split = tl.program_id(0), tl.program_id(1)
+    pid_c, split, _ = program_ids(WIDE)
+    N, C, H, W, P, Q = widen(N, WIDE), widen(C, WIDE), widen(H, WIDE), widen(W, WIDE), widen(P, WIDE), widen(Q, WIDE)
+    KH, KW, CHUNK = widen(KH, WIDE), widen(KW, WIDE), widen(CHUNK, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
+    sdn, sdc, sdh, sdw = widen(sdn, WIDE), widen(sdc, WIDE), widen(sdh, WIDE), widen(sdw, WIDE)
     offs_c = pid_c * BC + tl.arange(0, BC)
     NPQ = N * P * Q
     start = split * CHUNK

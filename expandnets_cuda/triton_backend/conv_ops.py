@@ -7,9 +7,10 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 
-from .cl_ops import acc_type, block
+from . import launch_configs as lc
 from .conv2d import (conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel, depthwise_dgrad_kernel,
                      depthwise_fwd_kernel, depthwise_wgrad_kernel)
+from .offsets import needs_wide_offsets
 
 Tensor = torch.Tensor
 
@@ -52,17 +53,18 @@ def conv2d(x: Tensor, w: Tensor, b: Optional[Tensor], stride: List[int], padding
     geometry = (KH, KW, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
     has_bias = b is not None
     bias = b.contiguous() if has_bias else w  # never read when has_bias is False
-    acc = acc_type(x.dtype)
+    mode = dict(ACC=lc.acc_type(x.dtype), WIDE=needs_wide_offsets(x, w, y))
     if _is_depthwise(C, O, groups):
-        BM, BC = 32, block(C, 32)
-        depthwise_fwd_kernel[(triton.cdiv(N * P * Q, BM), triton.cdiv(C, BC))](
+        launch = lc.depthwise_tiles(C)
+        depthwise_fwd_kernel[(triton.cdiv(N * P * Q, launch["BM"]), triton.cdiv(C, launch["BC"]))](
             x, w, bias, y, N, C, H, W, P, Q, *geometry, *x.stride(), *y.stride(),
-            HAS_BIAS=has_bias, BM=BM, BC=BC, ACC=acc)
+            HAS_BIAS=has_bias, **mode, **launch.kwargs())
         return y
-    BM, BN, BK = 32, block(OG), block(CG * KH * KW, 32)
-    conv2d_fwd_kernel[(triton.cdiv(N * P * Q, BM), triton.cdiv(OG, BN), groups)](
+    precision = _precision(x.dtype, exact)
+    tiles = lc.conv_fwd_tiles(OG, CG * KH * KW, lc.dot_kind(x.dtype, precision))
+    conv2d_fwd_kernel[lambda meta: (triton.cdiv(N * P * Q, meta["BM"]), triton.cdiv(OG, tiles["BN"]), groups)](
         x, w, bias, y, N, H, W, P, Q, *geometry, CG, OG, *x.stride(), *y.stride(),
-        HAS_BIAS=has_bias, BM=BM, BN=BN, BK=BK, ACC=acc, PRECISION=_precision(x.dtype, exact))
+        HAS_BIAS=has_bias, PRECISION=precision, **mode, **tiles)
     return y
 
 
@@ -72,13 +74,6 @@ def _conv2d_fake(x, w, b, stride, padding, dilation, groups, exact):
     return _like_layout(x, (N, O, P, Q))
 
 
-def _splits(npq: int, chunk_floor: int) -> Tuple[int, int]:
-    """Split the pixel reduction into chunks: enough programs for a GPU, at most 64 partials."""
-    splits = max(1, min(64, npq // max(chunk_floor, 1024)))
-    chunk = triton.cdiv(triton.cdiv(npq, splits), chunk_floor) * chunk_floor
-    return triton.cdiv(npq, chunk), chunk
-
-
 @torch.library.custom_op("expandnets::triton_conv2d_backward", mutates_args=())
 def conv2d_backward(dy: Tensor, x: Tensor, w: Tensor, has_bias: bool, stride: List[int], padding: List[int],
                     dilation: List[int], groups: int, exact: bool) -> Tuple[Tensor, Tensor, Tensor]:
@@ -86,31 +81,35 @@ def conv2d_backward(dy: Tensor, x: Tensor, w: Tensor, has_bias: bool, stride: Li
     w = w.contiguous()
     N, C, H, W, O, CG, KH, KW, P, Q, OG = _geometry(x, w, stride, padding, dilation, groups)
     geometry = (KH, KW, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
-    acc = acc_type(x.dtype)
+    acc = lc.acc_type(x.dtype)
     dx = _like_layout(x, x.shape)
+    splits, chunk = lc.wgrad_splits(N * P * Q)
     if _is_depthwise(C, O, groups):
-        BM, BC = 32, block(C, 32)
-        depthwise_dgrad_kernel[(triton.cdiv(N * H * W, BM), triton.cdiv(C, BC))](
-            dy, w, dx, N, C, H, W, P, Q, *geometry, *dy.stride(), *dx.stride(), BM=BM, BC=BC, ACC=acc)
-        splits, chunk = _splits(N * P * Q, BM)
+        launch = lc.depthwise_tiles(C)
+        wide = needs_wide_offsets(dy, w, dx, x)
+        depthwise_dgrad_kernel[(triton.cdiv(N * H * W, launch["BM"]), triton.cdiv(C, launch["BC"]))](
+            dy, w, dx, N, C, H, W, P, Q, *geometry, *dy.stride(), *dx.stride(), ACC=acc, WIDE=wide,
+            **launch.kwargs())
         dw_part = torch.empty((splits, C * KH * KW), device=x.device, dtype=_partial_dtype(x))
         db_part = torch.empty((splits, C), device=x.device, dtype=dw_part.dtype)
-        depthwise_wgrad_kernel[(triton.cdiv(C, BC), splits)](
+        depthwise_wgrad_kernel[(triton.cdiv(C, launch["BC"]), splits)](
             x, dy, dw_part, db_part, N, C, H, W, P, Q, *geometry, chunk, *x.stride(), *dy.stride(),
-            HAS_BIAS=has_bias, BM=BM, BC=BC, ACC=acc)
+            HAS_BIAS=has_bias, ACC=acc, WIDE=wide or needs_wide_offsets(dw_part), **launch.kwargs())
     else:
         precision = _precision(x.dtype, exact)
-        BM, BN, BK = 32, block(CG), block(OG * KH * KW, 32)
-        conv2d_dgrad_kernel[(triton.cdiv(N * H * W, BM), triton.cdiv(CG, BN), groups)](
+        kind = lc.dot_kind(x.dtype, precision)
+        tiles = lc.conv_dgrad_tiles(CG, OG * KH * KW, kind)
+        conv2d_dgrad_kernel[lambda meta: (triton.cdiv(N * H * W, meta["BM"]), triton.cdiv(CG, tiles["BN"]), groups)](
             dy, w, dx, N, H, W, P, Q, *geometry, CG, OG, *dy.stride(), *dx.stride(),
-            BM=BM, BN=BN, BK=BK, ACC=acc, PRECISION=precision)
-        BM, BN, BK = block(OG), block(CG * KH * KW, 64), 32
-        splits, chunk = _splits(N * P * Q, BK)
+            ACC=acc, PRECISION=precision, WIDE=needs_wide_offsets(dy, w, dx), **tiles)
+        tiles = lc.conv_wgrad_tiles(OG, CG * KH * KW, kind)
         dw_part = torch.empty((splits, O * CG * KH * KW), device=x.device, dtype=_partial_dtype(x))
         db_part = torch.empty((splits, O), device=x.device, dtype=dw_part.dtype)
-        conv2d_wgrad_kernel[(triton.cdiv(OG, BM), triton.cdiv(CG * KH * KW, BN), groups * splits)](
+        grid = (triton.cdiv(OG, tiles["BM"]), triton.cdiv(CG * KH * KW, tiles["BN"]), groups * splits)
+        conv2d_wgrad_kernel[grid](
             x, dy, dw_part, db_part, N, H, W, P, Q, *geometry, CG, OG, O, chunk, splits,
-            *x.stride(), *dy.stride(), HAS_BIAS=has_bias, BM=BM, BN=BN, BK=BK, ACC=acc, PRECISION=precision)
+            *x.stride(), *dy.stride(), HAS_BIAS=has_bias, ACC=acc, PRECISION=precision,
+            WIDE=needs_wide_offsets(x, dy, dw_part), **tiles)
     dw = dw_part.sum(0).to(w.dtype).reshape(w.shape)
     db = db_part.sum(0).to(x.dtype) if has_bias else x.new_empty(0)
     return dx, dw, db
