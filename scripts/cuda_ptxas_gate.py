@@ -124,18 +124,18 @@ def violations(records: list[dict]) -> list[str]:
 def table(records: list[dict]) -> str:
     """Markdown: one row per kernel, registers per arch, the worst spill/stack over archs, smem."""
     archs = sorted({r["arch"] for r in records})
-    rows: dict[str, dict] = {}
+    rows: dict[tuple[str, str], dict] = {}
     for r in records:
-        row = rows.setdefault(r["name"], {"source": r["source"], "kernel": r["kernel"], "spill": 0, "stack": 0,
-                                          "smem": 0})
+        row = rows.setdefault((r["source"], r["name"]), {"source": r["source"], "kernel": r["kernel"], "spill": 0,
+                                                         "stack": 0, "smem": 0})
         row[r["arch"]] = r["registers"]
         row["spill"] = max(row["spill"], (r["spill_stores"] or 0) + (r["spill_loads"] or 0))
         row["stack"] = max(row["stack"], r["stack_frame"] or 0)
         row["smem"] = max(row["smem"], r["smem"] or 0)
     head = ["kernel", "file", *[f"regs {a}" for a in archs], "spill B", "stack B", "smem B"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in sorted(rows, key=lambda n: (rows[n]["source"], n)):
-        row = rows[name]
+    for key in sorted(rows):
+        name, row = key[1], rows[key]
         label = name if row["kernel"] else f"{name} (device function)"
         cells = [f"`{label}`", row["source"], *[str(row.get(a, "-")) for a in archs], str(row["spill"]),
                  str(row["stack"]), str(row["smem"])]

@@ -80,8 +80,10 @@ def prepare_sources(dst: pathlib.Path) -> tuple[int, int]:
         target.parent.mkdir(parents=True, exist_ok=True)
         text, n_launch, n_shared = rewrite(path.read_text())
         launches, shared = launches + n_launch, shared + n_shared
-        if not target.exists() or target.read_text() != text:
-            target.write_text(text)
+        if not target.exists() or target.read_text() != text:  # atomic: a parallel build may be compiling
+            tmp = target.with_suffix(f"{target.suffix}.tmp{os.getpid()}")
+            tmp.write_text(text)
+            tmp.replace(target)
     return launches, shared
 
 

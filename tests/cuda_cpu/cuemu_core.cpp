@@ -235,24 +235,26 @@ bool runnable(const Fiber& f) {
 
 [[noreturn]] void report_deadlock() {
   int at_block = 0, at_warp = 0, exited = 0;
-  const char* warp_op = nullptr;
-  int example = -1;
+  const char* warp_op = "";
+  int example = -1;  // the first thread that waits
   for (const Fiber& f : g_block.fibers) {
     if (f.state == State::done) {
       ++exited;
-    } else if (f.wait == Wait::block) {
+      continue;
+    }
+    if (example < 0) example = f.thread.linear;
+    if (f.wait == Wait::block) {
       ++at_block;
     } else {
       ++at_warp;
       warp_op = f.wait_op;
-      example = f.thread.linear;
     }
   }
   g_thread = nullptr;
   const uint3 b = g_block.fibers[0].thread.block_idx;
-  fail("barrier divergence in block (%u, %u, %u): %d threads wait at __syncthreads, %d at a warp collective%s%s "
-       "(e.g. thread %d), %d have exited; a barrier must be reached by every thread of the block (lane of the warp)",
-       b.x, b.y, b.z, at_block, at_warp, warp_op ? " " : "", warp_op ? warp_op : "", example, exited);
+  fail("barrier divergence in block (%u, %u, %u): %d threads wait at __syncthreads, %d at a warp collective %s "
+       "(first waiting: thread %d), %d have exited; a barrier must be reached by every thread of the block (lane of "
+       "the warp)", b.x, b.y, b.z, at_block, at_warp, warp_op, example, exited);
 }
 
 void run_block(const uint3& block_idx, const dim3& grid, const dim3& block, const std::function<void()>& body) {

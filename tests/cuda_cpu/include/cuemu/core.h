@@ -1,7 +1,7 @@
 // cuemu: the CUDA execution model on a CPU, for running csrc/ kernels as host C++ in CI.
 //
-// A launch runs its blocks one after another; the threads of a block run as fibers (ucontext) on
-// one OS thread, each until it reaches __syncthreads(), a warp-collective operation or its end,
+// A launch runs its blocks one after another; the threads of a block run as fibers on one OS
+// thread, each until it reaches __syncthreads(), a warp-collective operation or its end,
 // in a shuffled order that changes every pass (a missing barrier then shows as wrong data). A
 // barrier that not every thread of the block (or lane of the warp) reaches is reported as a
 // divergence, not waited on forever. __shared__ variables (rewritten by tests/cuda_cpu/build.py
