@@ -21,35 +21,44 @@ Composed = Tuple[Tensor, Optional[Tensor]]
 
 
 class _ComposeCL(torch.autograd.Function):
-    """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``."""
+    """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``.
+
+    The first bias rides along as one more input channel of ``W1`` (a constant input of value 1
+    through ``b1``): the chain ``W3 W2 [W1 | b1]`` yields the composed weight and, summed over
+    taps, ``W3 (sum_t W2) b1``; backward likewise gets ``db1`` and the bias terms of ``dW2`` from
+    the same GEMMs. So no pass over the (large) ``W2`` is spent on the biases alone."""
 
     @staticmethod
     def forward(ctx, w1, w2, w3, b1, b2, b3):
-        weight = products.cl_forward(w1, w2, w3)
-        bias = None
-        if b1 is not None:
-            bias = products.cl_bias_forward(w2, w3, b1, b2, b3)
         ctx.has_bias = b1 is not None
-        # Only the inputs (views of the parameters); whatever backward needs is recomputed from
-        # them, which also keeps double backward exact.
-        ctx.save_for_backward(w1, w2, w3, b1, b2)
-        return weight, bias
+        ctx.save_for_backward(w1, w2, w3, b1, b2)  # views of the parameters only
+        if not ctx.has_bias:
+            return products.cl_forward(w1, w2, w3), None
+        i = w1.shape[2]
+        composed = products.cl_forward(products.with_bias_channel(w1, b1), w2, w3)  # (g, o, i+1, t)
+        bias = composed[:, :, i].sum(dim=2) + torch.bmm(w3, b2.unsqueeze(2)).squeeze(2) + b3
+        return composed[:, :, :i].contiguous(), bias  # a weight of its own, not a view of a larger one
 
     @staticmethod
     def backward(ctx, d_weight, d_bias):
         w1, w2, w3, b1, b2 = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        d1 = d2 = d3 = db1 = db2 = db3 = None
-        if d_weight is not None:
-            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, needs[:3])
-        if ctx.has_bias and d_bias is not None:
-            inner = products.cl_bias_inner(w2, b1, b2)
-            bw2, bw3, db1, db2, db3 = products.cl_bias_backward(w2, w3, b1, inner, d_bias)
-            if needs[1]:
-                d2 = bw2.expand_as(w2) if d2 is None else d2 + bw2
-            if needs[2]:
-                d3 = bw3 if d3 is None else d3 + bw3
-        return d1, d2, d3, db1, db2, db3
+        need_w1, need_w2, need_w3, need_b1, need_b2, need_b3 = ctx.needs_input_grad
+        g, o, i, t = w3.shape[0], w3.shape[1], w1.shape[2], w2.shape[3]
+        if d_weight is None:
+            d_weight = w2.new_zeros(g, o, i, t)
+        with_bias = ctx.has_bias and d_bias is not None
+        if not with_bias:
+            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3))
+            return d1, d2, d3, None, None, None
+        d_all = torch.cat([d_weight, d_bias[:, :, None, None].expand(g, o, 1, t)], dim=2)
+        d1x, d2, d3 = products.cl_backward(products.with_bias_channel(w1, b1), w2, w3, d_all,
+                                           (need_w1 or need_b1, need_w2, need_w3))
+        if d3 is not None:  # the b2 part of the bias after layer 2 (the b1 part came with the GEMM)
+            d3 = d3 + d_bias.unsqueeze(2) * b2.unsqueeze(1)
+        d1 = d1x[:, :, :i] if need_w1 else None
+        db1 = d1x[:, :, i] if need_b1 else None
+        db2 = torch.bmm(w3.transpose(1, 2), d_bias.unsqueeze(2)).squeeze(2) if need_b2 else None
+        return d1, d2, d3, db1, db2, (d_bias if need_b3 else None)
 
 
 def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], w3: Tensor,
@@ -97,8 +106,12 @@ def _ck_partials(weights: Sequence[Tensor], left_first: bool):
 def _ck_kernel(weights: Sequence[Tensor], left_first: bool) -> Tensor:
     partial = _ck_partials(weights, left_first)
     if left_first:
-        return products.fold_forward(weights[-1], partial[len(weights) - 2])
-    return products.fold_forward(partial[1], weights[0])
+        kernel = products.fold_forward(weights[-1], partial[len(weights) - 2])
+    else:
+        kernel = products.fold_forward(partial[1], weights[0])
+    # col2im may hand back a view into a larger buffer; the convolution saves this kernel, so
+    # give it a storage of its own size.
+    return kernel if kernel.untyped_storage().nbytes() == kernel.numel() * kernel.element_size() else kernel.clone()
 
 
 def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):

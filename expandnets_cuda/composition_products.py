@@ -12,6 +12,7 @@ import itertools
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -83,10 +84,16 @@ def cl_backward_plans(i: int, a: int, c: int, o: int, t: int):
             for dw2, dw1, dw3 in itertools.product(options["dw2"], options["dw1"], options["dw3"])]
 
 
+_PLANS: Dict[Tuple[int, ...], CLBackwardPlan] = {}  # a plain dict: torch.compile reads it as a constant
+
+
 def cl_backward_plan(i: int, a: int, c: int, o: int, t: int) -> CLBackwardPlan:
     """The cheapest of the eight ways to form ``dW1, dW2, dW3`` (multiply-adds per group),
-    counting each intermediate once (first found wins a tie)."""
-    return min(cl_backward_plans(i, a, c, o, t), key=lambda plan: plan.cost)
+    counting each intermediate once (first found wins a tie); chosen once per shape."""
+    key = (i, a, c, o, t)
+    if key not in _PLANS:
+        _PLANS[key] = min(cl_backward_plans(i, a, c, o, t), key=lambda plan: plan.cost)
+    return _PLANS[key]
 
 
 def cl_backward(w1: Tensor, w2: Tensor, w3: Tensor, dw: Tensor, needs: Sequence[bool],
@@ -125,71 +132,33 @@ def cl_backward(w1: Tensor, w2: Tensor, w3: Tensor, dw: Tensor, needs: Sequence[
     return d1, d2, d3
 
 
-def cl_bias_inner(w2: Tensor, b1: Tensor, b2: Tensor) -> Tensor:
-    """``inner (g, c) = (sum over taps of W2) b1 + b2``: the bias after the second layer."""
-    return torch.bmm(w2.sum(dim=3), b1.unsqueeze(2)).squeeze(2) + b2
-
-
-def cl_bias_forward(w2: Tensor, w3: Tensor, b1: Tensor, b2: Tensor, b3: Tensor) -> Tensor:
-    """``b_eff (g, o) = W3 inner + b3``."""
-    return torch.bmm(w3, cl_bias_inner(w2, b1, b2).unsqueeze(2)).squeeze(2) + b3
-
-
-def cl_bias_backward(w2: Tensor, w3: Tensor, b1: Tensor, inner: Tensor, db: Tensor):
-    """Gradients of ``b_eff`` w.r.t. ``(W2, W3, b1, b2, b3)``; the ``W2`` term is a rank-one
-    update constant over taps, returned as ``(g, c, a, 1)`` to broadcast."""
-    v = torch.bmm(w3.transpose(1, 2), db.unsqueeze(2))  # (g, c, 1)
-    db1 = torch.bmm(w2.sum(dim=3).transpose(1, 2), v).squeeze(2)
-    dw2 = (v * b1.unsqueeze(1)).unsqueeze(3)
-    dw3 = db.unsqueeze(2) * inner.unsqueeze(1)
-    return dw2, dw3, db1, v.squeeze(2), db
+def with_bias_channel(w1: Tensor, b1: Tensor) -> Tensor:
+    """``[W1 | b1]`` ``(g, a, i+1)``: the first bias as the weight of a constant input channel."""
+    return torch.cat([w1, b1.unsqueeze(2)], dim=2)
 
 
 # ---------------------------------------------------------------------------------- CK
-_TAP_INDEX: Dict[Tuple, Tensor] = {}
-
-
-def tap_sum_index(later_taps: Tuple[int, int], earlier_taps: Tuple[int, int], device) -> Tensor:
-    """Flat output tap ``(vy+uy) * width + (vx+ux)`` for every (later tap v, earlier tap u) pair.
-
-    Cached per shape and device: built once (on the host), it is never copied again, so a step
-    that reuses it holds no host-to-device transfer (CUDA graphs)."""
-    key = (tuple(later_taps), tuple(earlier_taps), str(device))
-    index = _TAP_INDEX.get(key)
-    if index is None:
-        (a, a2), (b, b2) = later_taps, earlier_taps
-        width = a2 + b2 - 1
-        vy, vx, uy, ux = torch.meshgrid(torch.arange(a), torch.arange(a2), torch.arange(b), torch.arange(b2),
-                                        indexing="ij")
-        index = ((vy + uy) * width + (vx + ux)).reshape(-1).to(device)
-        _TAP_INDEX[key] = index
-    return index
-
-
 def fold_forward(later: Tensor, earlier: Tensor) -> Tensor:
     """Kernel of ``conv(conv(x, earlier), later)``: ``K[o, i, u+v] = sum_c later[o,c,v] earlier[c,i,u]``.
 
-    One GEMM forms every (v, u) tap product, then ``index_add`` sums the pairs that land on the
-    same output tap (a full 2-D correlation, without a padded convolution)."""
+    One GEMM forms every (v, u) tap product; ``F.fold`` (col2im) then adds each later tap's
+    block of products onto the window of output taps it shifts to (a full 2-D correlation)."""
     o, c, a, a2 = later.shape
     _, i, b, b2 = earlier.shape
     products = later.permute(0, 2, 3, 1).reshape(o * a * a2, c) @ earlier.reshape(c, i * b * b2)
-    products = products.reshape(o, a * a2, i, b * b2).transpose(1, 2).reshape(o, i, a * a2 * b * b2)
-    out = products.new_zeros(o, i, (a + b - 1) * (a2 + b2 - 1))
-    out = out.index_add(2, tap_sum_index((a, a2), (b, b2), products.device), products)
-    return out.reshape(o, i, a + b - 1, a2 + b2 - 1)
+    columns = products.reshape(o, a * a2, i * b * b2).transpose(1, 2)  # (o, i*U, V): one column per later tap
+    return F.fold(columns, (a + b - 1, a2 + b2 - 1), (b, b2))
 
 
 def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool = True,
                   need_earlier: bool = True):
     """``(d later, d earlier)`` of ``fold_forward`` from the folded kernel's gradient ``dk``:
-    gather each (v, u) pair's gradient (the transpose of the forward's ``index_add``), then the
-    two GEMMs of the forward's one."""
+    ``F.unfold`` gathers each (v, u) pair's gradient (the transpose of col2im), then the two
+    GEMMs of the forward's one."""
     o, c, a, a2 = later.shape
     _, i, b, b2 = earlier.shape
-    index = tap_sum_index((a, a2), (b, b2), dk.device)
-    d_products = dk.reshape(o, i, -1).index_select(2, index).reshape(o, i, a * a2, b * b2)
-    d_products = d_products.transpose(1, 2).reshape(o * a * a2, i * b * b2)
+    d_columns = F.unfold(dk, (b, b2))  # (o, i*U, V)
+    d_products = d_columns.transpose(1, 2).reshape(o * a * a2, i * b * b2)
     d_later = d_earlier = None
     if need_later:
         d_later = (d_products @ earlier.reshape(c, i * b * b2).t()).reshape(o, a, a2, c).permute(0, 3, 1, 2)
