@@ -91,9 +91,12 @@ def cl_backward_plan(i: int, a: int, c: int, o: int, t: int) -> CLBackwardPlan:
     """The cheapest of the eight ways to form ``dW1, dW2, dW3`` (multiply-adds per group),
     counting each intermediate once (first found wins a tie); chosen once per shape."""
     key = (i, a, c, o, t)
-    if key not in _PLANS:
-        _PLANS[key] = min(cl_backward_plans(i, a, c, o, t), key=lambda plan: plan.cost)
-    return _PLANS[key]
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = min(cl_backward_plans(i, a, c, o, t), key=lambda plan: plan.cost)
+        if not torch.compiler.is_compiling():  # a traced Function may not write to outer state
+            _PLANS[key] = plan
+    return plan
 
 
 def cl_backward(w1: Tensor, w2: Tensor, w3: Tensor, dw: Tensor, needs: Sequence[bool],
