@@ -5,9 +5,11 @@
 // away from the right place: a fault, or a value that differs from the float64 reference.
 #include <sys/mman.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
+#include "expandnets/chain.h"
 #include "expandnets/compose.h"
 #include "expandnets/conv.h"
 #include "expandnets/partial_sums.cuh"
@@ -263,6 +265,102 @@ void weight_grad_int64(Ledger& ledger) {
           path_tolerance<float>(false), got, ref);
 }
 
+// The chain kernels on images 2^31 + 7 elements apart, against the same computation on compact
+// NCHW tensors (which the chain group checks against float64): every output and gradient must be
+// bit-identical, since strides change addresses, not the order of any sum.
+struct ChainResult {
+  std::vector<float> y, dx, dw1, db1, dw2, db2, dw3, db3;
+};
+
+ChainResult run_chain(const expandnets::ChainShape& s, const std::vector<float>& x, const std::vector<float>& dy,
+                      const std::vector<float>& w1, const std::vector<float>& b1, const std::vector<float>& w2,
+                      const std::vector<float>& b2, const std::vector<float>& w3, const std::vector<float>& b3,
+                      bool huge) {
+  const int64_t in_c = s.groups * s.mg, out_c = s.groups * (s.o > 0 ? s.o : s.c);
+  const auto strides = [&](int64_t c, int64_t h, int64_t w) {
+    return expandnets::Strides4{huge ? (int64_t(1) << 31) + 7 : c * h * w, h * w, w, 1};
+  };
+  const expandnets::Strides4 sx = strides(in_c, s.height, s.width), sy = strides(out_c, s.out_h, s.out_w);
+  const size_t x_span = size_t((s.batch - 1) * sx.n + in_c * s.height * s.width);
+  const size_t y_span = size_t((s.batch - 1) * sy.n + out_c * s.out_h * s.out_w);
+  Sparse xs{x_span}, dys{y_span}, ys{y_span}, dxs{x_span};
+  const int64_t x_image = in_c * s.height * s.width, y_image = out_c * s.out_h * s.out_w;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t e = 0; e < x_image; ++e) xs[n * sx.n + e] = x[size_t(n * x_image + e)];
+    for (int64_t e = 0; e < y_image; ++e) dys[n * sy.n + e] = dy[size_t(n * y_image + e)];
+  }
+  ChainResult r;
+  r.dw1.assign(w1.size(), Scalar<float>::sentinel());
+  r.db1.assign(b1.size(), Scalar<float>::sentinel());
+  r.dw2.assign(w2.size(), Scalar<float>::sentinel());
+  r.db2.assign(b2.size(), Scalar<float>::sentinel());
+  r.dw3.assign(w3.size(), Scalar<float>::sentinel());
+  r.db3.assign(b3.size(), Scalar<float>::sentinel());
+  const bool l3 = s.o > 0;
+  if (expandnets::chain_forward<float>(xs.data(), sx, w1.data(), b1.data(), w2.data(), b2.data(), l3 ? w3.data() : nullptr,
+                                       l3 ? b3.data() : nullptr, ys.data(), sy, s, nullptr) != cudaSuccess) {
+    return {};
+  }
+  const size_t bytes = expandnets::chain_backward_workspace_bytes<float>(s);
+  void* workspace = std::aligned_alloc(16, (bytes + 15) / 16 * 16 + 16);
+  const cudaError_t err = expandnets::chain_backward<float>(
+      dys.data(), sy, xs.data(), sx, w1.data(), b1.data(), w2.data(), b2.data(), l3 ? w3.data() : nullptr, dxs.data(),
+      sx, r.dw1.data(), r.db1.data(), r.dw2.data(), r.db2.data(), l3 ? r.dw3.data() : nullptr,
+      l3 ? r.db3.data() : nullptr, workspace, s, nullptr);
+  std::free(workspace);
+  if (err != cudaSuccess) return {};
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t e = 0; e < y_image; ++e) r.y.push_back(ys[n * sy.n + e]);
+    for (int64_t e = 0; e < x_image; ++e) r.dx.push_back(dxs[n * sx.n + e]);
+  }
+  return r;
+}
+
+void chain_int64_case(Ledger& ledger, const char* name, const expandnets::ChainShape& s, uint64_t seed) {
+  Random rng(seed);
+  const int64_t in_c = s.groups * s.mg, out_c = s.groups * (s.o > 0 ? s.o : s.c);
+  const std::vector<float> x = random_vector<float>(rng, size_t(s.batch * in_c * s.height * s.width));
+  const std::vector<float> dy = random_vector<float>(rng, size_t(s.batch * out_c * s.out_h * s.out_w));
+  const std::vector<float> w1 = random_vector<float>(rng, size_t(s.groups * s.a * s.mg * s.k1h * s.k1w));
+  const std::vector<float> b1 = random_vector<float>(rng, size_t(s.groups * s.a));
+  const std::vector<float> w2 = random_vector<float>(rng, size_t(s.groups * s.c * s.a * s.kh * s.kw));
+  const std::vector<float> b2 = random_vector<float>(rng, size_t(s.groups * s.c));
+  const std::vector<float> w3 = random_vector<float>(rng, size_t(s.groups * s.o * s.c));
+  const std::vector<float> b3 = random_vector<float>(rng, size_t(s.groups * s.o));
+  const ChainResult compact = run_chain(s, x, dy, w1, b1, w2, b2, w3, b3, false);
+  const ChainResult huge = run_chain(s, x, dy, w1, b1, w2, b2, w3, b3, true);
+  const auto same = [&](const char* what, const std::vector<float>& a, const std::vector<float>& b) {
+    bool ok = !a.empty() && a.size() == b.size();
+    size_t bad = 0;
+    for (size_t i = 0; ok && i < a.size(); ++i) bad += !same_bits(a[i], b[i]) || std::isnan(a[i]);
+    ledger.record(ok && bad == 0, std::string("int64 chain ") + name + " " + what + " (images 2^31+7 apart) equals compact",
+                  std::to_string(a.size()) + " elements, " + std::to_string(bad) + " differ or NaN");
+  };
+  same("y", compact.y, huge.y);
+  same("dx", compact.dx, huge.dx);
+  same("dW1", compact.dw1, huge.dw1);
+  same("db1", compact.db1, huge.db1);
+  same("dW2", compact.dw2, huge.dw2);
+  same("db2", compact.db2, huge.db2);
+  if (s.o > 0) same("dW3", compact.dw3, huge.dw3);
+  if (s.o > 0) same("db3", compact.db3, huge.db3);
+}
+
+void chain_int64(Ledger& ledger) {
+  expandnets::ChainShape cl{};  // CL unit: 1x1 -> 3x3 pad 1 -> 1x1, ReLU, batch 2
+  cl.batch = 2, cl.groups = 1, cl.mg = 3, cl.a = 6, cl.c = 8, cl.o = 4, cl.height = 5, cl.width = 6;
+  cl.h1 = 7, cl.w1 = 8, cl.out_h = 5, cl.out_w = 6, cl.pad_top = cl.pad_left = 1;
+  cl.k1h = cl.k1w = 1, cl.d1h = cl.d1w = 1, cl.kh = cl.kw = 3, cl.sh = cl.sw = 1, cl.dh = cl.dw = 1;
+  cl.has_bias = true, cl.relu = true;
+  chain_int64_case(ledger, "CL", cl, 70);
+  expandnets::ChainShape ck{};  // CK pair: 3x3 pad 2 -> 3x3 stride 2, ReLU, batch 2
+  ck.batch = 2, ck.groups = 1, ck.mg = 2, ck.a = 4, ck.c = 3, ck.o = 0, ck.height = 7, ck.width = 8;
+  ck.h1 = 9, ck.w1 = 10, ck.out_h = 4, ck.out_w = 4, ck.pad_top = ck.pad_left = 2;
+  ck.k1h = ck.k1w = 3, ck.d1h = ck.d1w = 1, ck.kh = ck.kw = 3, ck.sh = ck.sw = 2, ck.dh = ck.dw = 1;
+  ck.has_bias = true, ck.relu = true;
+  chain_int64_case(ledger, "CK", ck, 71);
+}
+
 }  // namespace
 
 void check_int64(Ledger& ledger) {
@@ -272,6 +370,7 @@ void check_int64(Ledger& ledger) {
   bias_int64(ledger);
   sum_partials_int64(ledger);
   weight_grad_int64(ledger);
+  chain_int64(ledger);
 }
 
 }  // namespace harness
