@@ -110,8 +110,8 @@ def _ck_kernel(weights: Sequence[Tensor], left_first: bool) -> Tensor:
     else:
         kernel = products.fold_forward(partial[1], weights[0])
     # col2im may hand back a view into a larger buffer; the convolution saves this kernel, so
-    # give it a storage of its own size.
-    return kernel if kernel.untyped_storage().nbytes() == kernel.numel() * kernel.element_size() else kernel.clone()
+    # give it a storage of its own size (a copy of the small composed kernel).
+    return kernel.clone()
 
 
 def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
