@@ -55,8 +55,10 @@ class _ComposeCL(torch.autograd.Function):
                                            (need_w1 or need_b1, need_w2, need_w3))
         if d3 is not None:  # the b2 part of the bias after layer 2 (the b1 part came with the GEMM)
             d3 = d3 + d_bias.unsqueeze(2) * b2.unsqueeze(1)
-        d1 = d1x[:, :, :i] if need_w1 else None
-        db1 = d1x[:, :, i] if need_b1 else None
+        # Contiguous here, once per call: a strided slice would be copied by every parameter's
+        # AccumulateGrad instead (one launch per unit of a network-composed group).
+        d1 = d1x[:, :, :i].contiguous() if need_w1 else None
+        db1 = d1x[:, :, i].contiguous() if need_b1 else None
         db2 = torch.bmm(w3.transpose(1, 2), d_bias.unsqueeze(2)).squeeze(2) if need_b2 else None
         return d1, d2, d3, db1, db2, (d_bias if need_b3 else None)
 

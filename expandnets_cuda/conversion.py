@@ -170,6 +170,8 @@ def expand_model(model: nn.Module, strategy: Optional[str] = "cl", rate: float =
     _warn_about(plan)
     logger.info("%s", plan)
     model.expansion_plan = plan
+    from . import network_composition  # one composition call per step for all units; units still work alone
+    network_composition.install(model)
     return model
 
 

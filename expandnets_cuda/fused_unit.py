@@ -12,6 +12,12 @@ from . import autotune, backends, chain_backends
 Tensor = torch.Tensor
 
 
+# unit.__dict__ keys shared with ``network_composition``: the (composer name, (W_eff, b_eff))
+# a NetworkComposer staged for this forward, and the composer the unit last ran with.
+STAGED = "_staged_composed"
+LAST_COMPOSER = "_last_composer"
+
+
 def compose_dtype(param_dtype: torch.dtype) -> torch.dtype:
     """Compose in float32 at least (float64 stays float64), whatever the parameters are stored in."""
     return torch.float64 if param_dtype == torch.float64 else torch.float32
@@ -80,6 +86,11 @@ class FusedUnit(nn.Module):
         # Without autograd (evaluation), the composed weight is reused until a parameter changes:
         # every in-place update (optimizer step, load_state_dict) bumps the tensors' version.
         cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if not torch.compiler.is_compiling():
+            staged = self.__dict__.pop(STAGED, None)  # composed with the whole network this forward
+            self.__dict__[LAST_COMPOSER] = composer
+            if staged is not None and staged[0] == composer.name and torch.is_grad_enabled():
+                return staged[1]
         if cacheable:
             key = (composer.name, device_type, *((p.data_ptr(), p._version) for p in self.parameters()))
             cached = self.__dict__.get("_composed_cache")

@@ -1,0 +1,123 @@
+"""Network-level composition: one call composes every fused unit of a model for a step.
+
+``expand_model`` installs a ``NetworkComposer`` on the model it returns: a forward pre-hook that,
+when autograd is on, composes all fused units at once and stages each unit's ``(W_eff, b_eff)``;
+each unit then takes its staged weight instead of composing alone (``FusedUnit._composed``).
+Units of equal shapes that share a composer form one group and are composed by *one* batched
+call (their parameters concatenated along the group dimension, which CL/FC composition already
+batches over), so backward maps every composed-weight gradient of the group back in one call
+too. The launches a fused network adds per step then grow with the number of distinct unit
+shapes, not with depth. Units still work alone: a unit without a staged weight (first step,
+evaluation, ``torch.compile``, a model without the composer) composes itself.
+
+The training loop does not change: the hook runs inside ``model(x)``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .fused_unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype
+
+Tensor = torch.Tensor
+Composed = Tuple[Tensor, Optional[Tensor]]
+
+
+def _group_key(unit: FusedUnit, composer) -> tuple:
+    params = tuple((tuple(p.shape), p.dtype, p.device) for p in unit.layers.parameters())
+    return (composer.name, type(unit).__name__, getattr(unit.spec, "strategy", "fc"),
+            getattr(unit.spec, "groups", 1), params)
+
+
+def _batchable(unit: FusedUnit, composer) -> bool:
+    """CL/FC composition batches over groups, so equal units concatenate along that dimension
+    (torch composer; the kernels of other composers take one unit per call)."""
+    return composer.name == "torch" and getattr(unit.spec, "strategy", "fc") in ("cl", "fc")
+
+
+def _compose_group(composer, units: List[FusedUnit]) -> List[Composed]:
+    """Every unit's ``(W_eff, b_eff)``: one batched call for a batchable group of >1 unit."""
+    first = units[0]
+    dtype = compose_dtype(first.layers[0].weight.dtype)
+    with torch.autocast(device_type=first.layers[0].weight.device.type, enabled=False):
+        if len(units) == 1 or not _batchable(first, composer):
+            return [unit._compose_with(composer, *unit._params(dtype)) for unit in units]
+        per_unit = [unit._params(dtype) for unit in units]
+        fc = getattr(first.spec, "strategy", "fc") == "fc"
+        # Concatenated along dim 0, each unit is a block of groups; FC is CL with one group, one tap.
+        weights = [torch.cat([w[j] for w, _ in per_unit]) for j in range(3)]
+        if fc:
+            weights = [w.reshape(*w.shape, 1, 1) for w in weights]
+        b1, b2, b3 = ((None, None, None) if per_unit[0][1] is None
+                      else [torch.cat([b[j] for _, b in per_unit]) for j in range(3)])
+        groups = 1 if fc else first.spec.groups
+        weight, bias = composer.cl(weights[0], b1, weights[1], b2, weights[2], b3, groups * len(units))
+        weight_chunks = weight.chunk(len(units))
+        if fc:
+            weight_chunks = [w.reshape(w.shape[0], w.shape[1]) for w in weight_chunks]
+        bias_chunks = bias.chunk(len(units)) if bias is not None else [None] * len(units)
+        return list(zip(weight_chunks, bias_chunks))
+
+
+class NetworkComposer:
+    """Composes every (linear) fused unit of ``model`` in one call per forward; see the module doc.
+
+    ``compose()`` may also be called by hand; ``remove()`` uninstalls the hooks."""
+
+    def __init__(self, model: nn.Module):
+        self.units: List[FusedUnit] = [m for m in model.modules() if isinstance(m, FusedUnit) and not m.nonlinear]
+        self._handles = [model.register_forward_pre_hook(self._before_forward),
+                         model.register_forward_hook(self._after_forward)]
+
+    def groups(self) -> Dict[tuple, Tuple[object, List[FusedUnit]]]:
+        """Units that ran with a composer before, grouped by (composer, kind, shapes)."""
+        grouped: Dict[tuple, Tuple[object, List[FusedUnit]]] = {}
+        for unit in self.units:
+            composer = unit.__dict__.get(LAST_COMPOSER)
+            if composer is None:
+                continue
+            key = _group_key(unit, composer)
+            grouped.setdefault(key, (composer, []))[1].append(unit)
+        return grouped
+
+    def compose(self) -> int:
+        """Stage ``(W_eff, b_eff)`` on every unit; returns the number of composition calls made."""
+        calls = 0
+        for composer, units in self.groups().values():
+            for unit, composed in zip(units, _compose_group(composer, units)):
+                unit.__dict__[STAGED] = (composer.name, composed)
+            calls += 1 if (len(units) > 1 and _batchable(units[0], composer)) else len(units)
+        return calls
+
+    def clear(self) -> None:
+        for unit in self.units:
+            unit.__dict__.pop(STAGED, None)
+
+    def _before_forward(self, module, args):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            self.compose()
+
+    def _after_forward(self, module, args, output):
+        if not torch.compiler.is_compiling():
+            self.clear()  # a unit the forward skipped must not keep a stale graph alive
+
+    def remove(self) -> None:
+        self.clear()
+        for handle in self._handles:
+            handle.remove()
+
+
+def install(model: nn.Module) -> Optional[NetworkComposer]:
+    """Install (or re-install) a ``NetworkComposer`` on ``model``; ``None`` if it has no fused units."""
+    previous = model.__dict__.get("_network_composer")
+    if previous is not None:
+        previous.remove()
+    composer = NetworkComposer(model)
+    if not composer.units:
+        composer.remove()
+        model.__dict__.pop("_network_composer", None)
+        return None
+    model.__dict__["_network_composer"] = composer
+    return composer

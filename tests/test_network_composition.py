@@ -1,0 +1,175 @@
+"""Network-level composition (installed by expand_model): same function and gradients as the
+units alone and as the unfused chain, launches added per step independent of depth, and a step
+free of host synchronisation (CUDA-graph ready)."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import expandnets_cuda as ec
+from bench.launches import count_step_launches
+from expandnets_cuda import network_composition
+from helpers import REL_TOL, assert_rel_close
+
+
+def chain_net(depth: int, channels: int = 6) -> nn.Module:
+    """``depth`` equal 3x3 convs (so the units share one shape) and a Linear head."""
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * 6 * 6, 5))
+
+
+def mixed_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.ReLU(),
+                         nn.Conv2d(6, 6, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(6 * 6 * 6, 7),
+                         nn.ReLU(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 4))
+
+
+def _without_composer(model: nn.Module) -> nn.Module:
+    alone = copy.deepcopy(model)
+    network_composition.install(alone).remove()
+    return alone
+
+
+def _step_grads(model, x):
+    y = model(x)
+    return y, torch.autograd.grad(y.square().sum(), list(model.parameters()))
+
+
+@pytest.mark.parametrize("strategy", ["cl", "ck"])
+def test_network_composed_step_matches_units_alone_and_the_unfused_chain(strategy):
+    torch.manual_seed(0)
+    fused = ec.expand_model(mixed_net(), strategy, 2, fc=True, backend="torch").double()
+    assert fused.__dict__.get("_network_composer") is not None
+    alone = _without_composer(fused)
+    reference = copy.deepcopy(alone)
+    for unit in reference.modules():
+        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
+            unit.backend = "reference"
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    for step in range(2):  # the first step records each unit's composer; the second composes as a network
+        y, grads = _step_grads(fused, x)
+        for other in (alone, reference):
+            y_other, grads_other = _step_grads(other, x)
+            assert_rel_close(y, y_other, REL_TOL[torch.float64], f"step {step} output")
+            for (name, _), g, g_other in zip(fused.named_parameters(), grads, grads_other):
+                assert_rel_close(g, g_other, REL_TOL[torch.float64], f"step {step} grad {name}")
+    groups = fused._network_composer.groups()
+    assert sum(len(units) for _, units in groups.values()) == len(fused._network_composer.units)
+    assert all(network_composition.STAGED not in unit.__dict__ for unit in fused.modules())
+
+
+def test_equal_units_form_one_group_composed_by_one_call():
+    model = ec.expand_model(chain_net(4), "cl", 2, fc=True, backend="torch")
+    model(torch.randn(1, 6, 6, 6))
+    composer = model._network_composer
+    assert len(composer.groups()) == 2  # the four equal convs, and the head
+    assert composer.compose() == 2
+    composer.clear()
+
+
+def _added_launches(depth: int, strategy: str = "cl", **expand) -> int:
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 6, 6, 6), torch.randint(0, 5, (2,))
+    compact = count_step_launches(chain_net(depth), x, y)["launches"]
+    fused = ec.expand_model(chain_net(depth), strategy, 2, backend="torch", **expand)
+    return count_step_launches(fused, x, y)["launches"] - compact
+
+
+@pytest.mark.parametrize("fc", [False, True])
+def test_launches_added_per_step_do_not_grow_with_depth(fc):
+    two, six = _added_launches(2, fc=fc), _added_launches(6, fc=fc)
+    assert two == six, f"a fused network adds {two} launches per step at depth 2 but {six} at depth 6"
+    # ... while the units composing alone add launches per unit.
+    x, y = torch.randn(2, 6, 6, 6), torch.randint(0, 5, (2,))
+    alone = [count_step_launches(_without_composer(ec.expand_model(chain_net(d), "cl", 2, backend="torch")), x, y)
+             ["launches"] - count_step_launches(chain_net(d), x, y)["launches"] for d in (2, 6)]
+    assert alone[1] > alone[0] > 0
+
+
+def test_evaluation_and_units_alone_still_work():
+    model = ec.expand_model(chain_net(2), "cl", 2, backend="torch")
+    x = torch.randn(1, 6, 6, 6)
+    model(x)
+    with torch.no_grad():
+        model.eval()(x)  # no staging without autograd: the units' evaluation cache serves
+    assert all(network_composition.STAGED not in unit.__dict__ for unit in model.modules())
+    unit = model[0]
+    out = unit(x)  # called alone, outside the model: composes itself
+    assert out.shape == (1, 6, 6, 6)
+
+
+# --- CUDA-graph readiness: nothing in the step asks the host for a tensor's value -------------
+class NoHostSync(TorchDispatchMode):
+    """Fails on every operator that needs a tensor's value on the host (``.item()``, ``bool()``,
+    data-dependent shapes), i.e. what breaks CUDA graph capture or forces a sync."""
+
+    FORBIDDEN = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "nonzero_static", "unique",
+                 "_unique2", "masked_select", "equal", "allclose", "_assert_async"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        assert name not in self.FORBIDDEN, f"{func} needs a value on the host (breaks CUDA graph capture)"
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("strategy", ["cl", "ck"])
+def test_training_step_needs_no_host_value(strategy):
+    model = ec.expand_model(mixed_net(), strategy, 4, fc=True, backend="torch")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(2, 3, 6, 6), torch.randint(0, 4, (2,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    step()  # first step: caches and the network composer's groups
+    with NoHostSync():
+        step()
+        step()
+
+
+def test_no_host_sync_mode_catches_item():
+    with pytest.raises(AssertionError, match="host"):
+        with NoHostSync():
+            torch.ones(2).sum().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fused_training_step_captures_in_a_cuda_graph(backend):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if backend not in ec.available_backends() or not ec.available_backends()[backend].available:
+        pytest.skip(f"backend {backend} unavailable")
+    torch.manual_seed(0)
+    model = ec.expand_model(mixed_net(), "cl", 4, fc=True, backend=backend).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(8, 3, 6, 6, device="cuda")
+    y = torch.randint(0, 4, (8,), device="cuda")
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up: autotuning, caches, optimizer state, composer groups
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step()
+    before = [p.detach().clone() for p in model.parameters()]
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.isfinite(static_loss).item()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "the replay changed nothing"
