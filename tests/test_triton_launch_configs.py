@@ -30,10 +30,10 @@ def test_depthwise_and_conv_channel_rules_stay_in_the_declared_space():
         assert lc.depthwise_tiles(c) in lc.declared_launches("depthwise_fwd_kernel", torch.float32)
     for kernel, (tile_rule, configs) in lc.TUNED.items():
         for dtype in lc.FLOAT_DTYPES:
-            for precision in lc.precisions(dtype):
+            for precision, wide in itertools.product(lc.precisions(dtype), (False, True)):
                 kind = lc.dot_kind(dtype, precision)
-                declared = set(lc.declared_launches(kernel, dtype, precision))
-                kept = [c for c in configs if kind in c.kinds]
+                declared = set(lc.declared_launches(kernel, dtype, precision, wide))
+                kept = [c for c in configs if c.fits(kind, wide)]
                 assert kept
                 for a, b in itertools.product(ODD_EXTENTS, repeat=2):
                     tiles = tile_rule(a, b, kind)
@@ -47,11 +47,11 @@ def test_autotune_prune_keeps_declared_configs(kernel):
     prune = lc.prune_for("x", configs)
     full = [c.triton_config() for c in configs]
     for dtype in lc.FLOAT_DTYPES:
-        for precision in lc.precisions(dtype):
-            declared = set(lc.declared_launches(kernel, dtype, precision))
+        for precision, wide in itertools.product(lc.precisions(dtype), (False, True)):
+            declared = set(lc.declared_launches(kernel, dtype, precision, wide))
             for a, b in itertools.product((1, 17, 33, 65, 300), repeat=2):
                 tiles = tile_rule(a, b, lc.dot_kind(dtype, precision))
-                kept = prune(full, {"x": torch.empty(0, dtype=dtype)}, PRECISION=precision, **tiles)
+                kept = prune(full, {"x": torch.empty(0, dtype=dtype)}, PRECISION=precision, WIDE=wide, **tiles)
                 assert kept
                 for tc in kept:
                     launch = lc.Launch.of(tc.num_warps, tc.num_stages, **tiles, **tc.kwargs)
@@ -62,7 +62,7 @@ def test_autotune_prune_keeps_declared_configs(kernel):
 def test_first_autotune_config_fits_every_kind():
     """The interpreter runs only the first config, and pruning falls back to it."""
     for configs in (lc.GEMM_CONFIGS, lc.WGRAD_CONFIGS):
-        assert set(configs[0].kinds) == set(lc.ALL_KINDS)
+        assert set(configs[0].kinds) == set(configs[0].wide_kinds) == set(lc.ALL_KINDS)
 
 
 def test_exact_dots_take_the_short_reduction_edge():
@@ -107,12 +107,17 @@ class Recorder:
             tiles = {k: v for k, v in kwargs.items() if k in TILE_NAMES}
             launch = lc.Launch.of(kwargs["num_warps"], kwargs["num_stages"], **tiles)
             assert kwargs["maxnreg"] == launch.maxnreg, (name, kwargs)
-            self.launches.append((name, named[first_pointer].dtype, kwargs.get("PRECISION", "ieee"), launch))
+            self.launches.append((name, named[first_pointer].dtype, kwargs.get("PRECISION", "ieee"), kwargs["WIDE"],
+                                  launch))
         return run
 
 
+@pytest.mark.parametrize("force_wide", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_wrappers_launch_only_declared_configs(monkeypatch, dtype):
+def test_wrappers_launch_only_declared_configs(monkeypatch, dtype, force_wide):
+    from expandnets_cuda.triton_backend import offsets
+    if force_wide:
+        monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 1)
     recorder = Recorder(monkeypatch)
     for g, a, i, c, o, t in ((1, 6, 3, 10, 5, 9), (2, 70, 33, 40, 129, 1), (1, 17, 64, 100, 64, 4)):
         w1, w2, w3 = torch.empty(g, a, i, dtype=dtype), torch.empty(g, c, a, t, dtype=dtype), torch.empty(g, o, c, dtype=dtype)
@@ -131,6 +136,7 @@ def test_wrappers_launch_only_declared_configs(monkeypatch, dtype):
         conv_ops.conv2d_backward(torch.empty(n, o, h, w, dtype=dtype), x, wt, True, [1, 1], [1, 1], [1, 1], groups, exact)
     kernels = {name for name, *_ in recorder.launches}
     assert kernels == {spec.name for spec in gate_specs.SPECS}
-    for name, ptr_dtype, precision, launch in recorder.launches:
+    assert {wide for _, _, _, wide, _ in recorder.launches} == {force_wide}
+    for name, ptr_dtype, precision, wide, launch in recorder.launches:
         assert ptr_dtype == dtype
-        assert launch in lc.declared_launches(name, dtype, precision), (name, launch)
+        assert launch in lc.declared_launches(name, dtype, precision, wide), (name, launch)

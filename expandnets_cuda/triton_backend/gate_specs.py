@@ -6,6 +6,7 @@ same way, as a module-level ``GATE_SPECS`` list.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Tuple
@@ -56,7 +57,7 @@ class KernelSpec:
     pointers: Tuple[str, ...]
     modes: Callable[[torch.dtype], Modes]
     partial_pointers: Tuple[str, ...] = ()  # float32 (float64 for float64) partial sums
-    launches: Callable[[str, torch.dtype, str], List[lc.Launch]] = lc.declared_launches
+    launches: Callable[..., List[lc.Launch]] = lc.declared_launches  # (kernel, dtype, precision[, wide])
     dtypes: Tuple[torch.dtype, ...] = field(default=lc.FLOAT_DTYPES)
 
     @property
@@ -73,7 +74,9 @@ class KernelSpec:
         ptrs = {p: (partial if p in self.partial_pointers else dtype) for p in self.pointers}
         for combo in itertools.product(*modes.values()):
             mode = dict(zip(modes, combo))
-            for launch in self.launches(self.name, dtype, mode.get("PRECISION", "ieee")):
+            # A launch rule that depends on the offset width takes it as ``wide``.
+            width = {"wide": mode["WIDE"]} if "wide" in inspect.signature(self.launches).parameters else {}
+            for launch in self.launches(self.name, dtype, mode.get("PRECISION", "ieee"), **width):
                 yield Variant(self.name, dtype, {**dict(launch.tiles), **mode}, launch.num_warps,
                               launch.num_stages, ptrs)
 

@@ -14,6 +14,7 @@ unpipelined (COMPOSE_STAGES).
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
@@ -157,6 +158,10 @@ class TuneConfig:
     num_warps: int
     num_stages: int
     kinds: Tuple[str, ...]  # the dot kinds it fits without spilling (measured, see the README)
+    wide_kinds: Tuple[str, ...]  # the same with 64-bit index arithmetic (WIDE), which costs registers
+
+    def fits(self, kind: str, wide: bool) -> bool:
+        return kind in (self.wide_kinds if wide else self.kinds)
 
     def triton_config(self) -> triton.Config:
         return triton.Config({self.tile: self.size}, num_warps=self.num_warps, num_stages=self.num_stages,
@@ -164,18 +169,22 @@ class TuneConfig:
 
 
 ALL_KINDS = (TENSOR_CORE, FMA32, FMA64)
-# The first config fits every kind: the interpreter runs only it, and pruning falls back to it.
+# The first config fits every kind, narrow and wide: the interpreter runs only it, and pruning
+# falls back to it.
 GEMM_CONFIGS = [
-    TuneConfig("BM", 64, 8, 3, ALL_KINDS),
-    TuneConfig("BM", 64, 4, 3, (TENSOR_CORE, FMA64)),
-    TuneConfig("BM", 128, 8, 3, (TENSOR_CORE, FMA64)),
-    TuneConfig("BM", 64, 4, 2, (TENSOR_CORE,)),
-    TuneConfig("BM", 64, 8, 2, (FMA32,)),
+    TuneConfig("BM", 64, 8, 3, ALL_KINDS, ALL_KINDS),
+    TuneConfig("BM", 64, 4, 3, (TENSOR_CORE, FMA64), ()),
+    TuneConfig("BM", 128, 8, 3, (TENSOR_CORE, FMA64), (FMA64,)),
+    TuneConfig("BM", 64, 4, 2, (TENSOR_CORE,), ()),
+    TuneConfig("BM", 64, 8, 2, (FMA32,), (FMA32,)),
 ]
+# Unpipelined first: software pipelining keeps a second set of the gathered operand tiles live,
+# which the exact (FMA) float32 dot cannot afford with 64-bit indices.
 WGRAD_CONFIGS = [
-    TuneConfig("BK", 16, 8, 3, ALL_KINDS),
-    TuneConfig("BK", 32, 8, 3, (TENSOR_CORE,)),
-    TuneConfig("BK", 16, 4, 2, (TENSOR_CORE,)),
+    TuneConfig("BK", 16, 8, 1, ALL_KINDS, ALL_KINDS),
+    TuneConfig("BK", 16, 8, 3, ALL_KINDS, (TENSOR_CORE, FMA64)),
+    TuneConfig("BK", 32, 8, 3, (TENSOR_CORE,), (TENSOR_CORE,)),
+    TuneConfig("BK", 16, 4, 2, (TENSOR_CORE,), (TENSOR_CORE,)),
 ]
 # The pixel chunks of the split weight gradient are multiples of every BK above.
 WGRAD_CHUNK_FLOOR = 32
@@ -209,8 +218,8 @@ def tuned(configs: List[TuneConfig]) -> List[triton.Config]:
 
 
 def prune_for(dtype_arg: str, configs: List[TuneConfig]):
-    """``early_config_prune`` keeping the configs that fit the launch's kind of dot."""
-    kinds = {(c.tile, c.size, c.num_warps, c.num_stages): c.kinds for c in configs}
+    """``early_config_prune`` keeping the configs that fit the launch's kind of dot and offset width."""
+    by_key = {(c.tile, c.size, c.num_warps, c.num_stages): c for c in configs}
 
     def key(tc: triton.Config):
         ((tile, size),) = tc.kwargs.items()
@@ -218,7 +227,8 @@ def prune_for(dtype_arg: str, configs: List[TuneConfig]):
 
     def prune(triton_configs, named_args, **kwargs):
         kind = dot_kind(named_args[dtype_arg].dtype, kwargs["PRECISION"])
-        return [tc for tc in triton_configs if kind in kinds[key(tc)]] or triton_configs[:1]
+        keep = [tc for tc in triton_configs if by_key[key(tc)].fits(kind, bool(kwargs["WIDE"]))]
+        return keep or triton_configs[:1]
     return prune
 
 
@@ -247,13 +257,12 @@ def _unique(launches: Iterable[Launch]) -> List[Launch]:
 
 
 def _grid(n: int):
-    import itertools
     return itertools.product(EXTENTS, repeat=n)
 
 
-def _tuned_launches(configs: List[TuneConfig], tile_sets: Iterable[Dict[str, int]], kind: str):
+def _tuned_launches(configs: List[TuneConfig], tile_sets: Iterable[Dict[str, int]], kind: str, wide: bool):
     return [Launch.of(c.num_warps, c.num_stages, **tiles, **{c.tile: c.size})
-            for tiles in tile_sets for c in configs if kind in c.kinds]
+            for tiles in tile_sets for c in configs if c.fits(kind, wide)]
 
 
 def precisions(dtype: torch.dtype) -> Tuple[str, ...]:
@@ -270,10 +279,10 @@ TUNED = {"conv2d_fwd_kernel": (conv_fwd_tiles, GEMM_CONFIGS), "conv2d_dgrad_kern
          "conv2d_wgrad_kernel": (conv_wgrad_tiles, WGRAD_CONFIGS)}
 
 
-def declared_launches(kernel: str, dtype: torch.dtype, precision: str = "ieee") -> List[Launch]:
+def declared_launches(kernel: str, dtype: torch.dtype, precision: str = "ieee", wide: bool = False) -> List[Launch]:
     """Every (tiles, num_warps, num_stages) the wrappers can launch ``kernel`` with for ``dtype``
-    (and, for the autotuned convolution GEMMs, dot ``precision``: their configs that fit, for
-    every outcome of the channel-tile rule)."""
+    (and, for the autotuned convolution GEMMs, dot ``precision`` and offset width: their configs
+    that fit, for every outcome of the channel-tile rule)."""
     if kernel in RULES:
         rule, arity = RULES[kernel]
         return _unique(rule(*dims, dtype) for dims in _grid(arity))
@@ -282,4 +291,4 @@ def declared_launches(kernel: str, dtype: torch.dtype, precision: str = "ieee") 
     tile_rule, configs = TUNED[kernel]
     kind = dot_kind(dtype, precision)
     tile_sets = [dict(t) for t in sorted({tuple(sorted(tile_rule(a, b, kind).items())) for a, b in _grid(2)})]
-    return _unique(_tuned_launches(configs, tile_sets, kind))
+    return _unique(_tuned_launches(configs, tile_sets, kind, wide))
