@@ -9,7 +9,7 @@ differentiable torch ops, so double backward works too.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -88,7 +88,25 @@ def compose_fc(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]]) ->
     return weight.reshape(w3.shape[0], w1.shape[1]), bias
 
 
-def _ck_partials(weights: Sequence[Tensor], left_first: bool):
+class Folds(NamedTuple):
+    """A two-kernel fold and its backward: ``forward(later, earlier) -> K`` and
+    ``backward(later, earlier, dK, need_later, need_earlier) -> (d later, d earlier)``."""
+
+    forward: Callable
+    backward: Callable
+
+
+TORCH_FOLDS = Folds(products.fold_forward, products.fold_backward)
+
+
+def kernel_folds(fold_op: Callable, fold_backward_op: Callable) -> Folds:
+    """``Folds`` of a backend's ops ``fold(later, earlier)`` / ``fold_backward(dK, later, earlier)``."""
+    def backward(later, earlier, dk, need_later=True, need_earlier=True):
+        return fold_backward_op(dk, later, earlier)
+    return Folds(fold_op, backward)
+
+
+def _ck_partials(weights: Sequence[Tensor], left_first: bool, folds: Folds = TORCH_FOLDS):
     """The partial kernels each fold combines with a weight, indexed by layer: left to right
     ``K[0] = W_0, K[j] = fold(W_j, K[j-1])`` (j < L-1); right to left ``K[L-1] = W_{L-1},
     K[j] = fold(K[j+1], W_j)`` (j > 0). The composed kernel is one more fold."""
@@ -97,20 +115,20 @@ def _ck_partials(weights: Sequence[Tensor], left_first: bool):
     if left_first:
         partial[0] = weights[0]
         for j in range(1, n - 1):
-            partial[j] = products.fold_forward(weights[j], partial[j - 1])
+            partial[j] = folds.forward(weights[j], partial[j - 1])
     else:
         partial[n - 1] = weights[n - 1]
         for j in range(n - 2, 0, -1):
-            partial[j] = products.fold_forward(partial[j + 1], weights[j])
+            partial[j] = folds.forward(partial[j + 1], weights[j])
     return partial
 
 
-def _ck_kernel(weights: Sequence[Tensor], left_first: bool) -> Tensor:
-    partial = _ck_partials(weights, left_first)
+def _ck_kernel(weights: Sequence[Tensor], left_first: bool, folds: Folds = TORCH_FOLDS) -> Tensor:
+    partial = _ck_partials(weights, left_first, folds)
     if left_first:
-        kernel = products.fold_forward(weights[-1], partial[len(weights) - 2])
+        kernel = folds.forward(weights[-1], partial[len(weights) - 2])
     else:
-        kernel = products.fold_forward(partial[1], weights[0])
+        kernel = folds.forward(partial[1], weights[0])
     # col2im may hand back a view into a larger buffer; the convolution saves this kernel, so
     # give it a storage of its own size (a copy of the small composed kernel).
     return kernel.clone()
@@ -125,15 +143,16 @@ def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
 
 
 class _ComposeCK(torch.autograd.Function):
-    """``(n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b)``; recomputes the partial
-    kernels (all but the last fold) in backward instead of saving them."""
+    """``(folds, n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b)``; recomputes the
+    partial kernels (all but the last fold) in backward instead of saving them. ``folds``: the
+    torch products or a backend's fold kernels."""
 
     @staticmethod
-    def forward(ctx, n_layers, *tensors):
+    def forward(ctx, folds, n_layers, *tensors):
         weights, biases = tensors[:n_layers], tensors[n_layers:]
-        ctx.n_layers, ctx.has_bias = n_layers, bool(biases)
+        ctx.folds, ctx.n_layers, ctx.has_bias = folds, n_layers, bool(biases)
         ctx.left_first = products.ck_folds_left_first(weights)
-        kernel = _ck_kernel(weights, ctx.left_first)
+        kernel = _ck_kernel(weights, ctx.left_first, folds)
         bias = _ck_biases(weights, biases)[-1] if biases else None
         ctx.save_for_backward(*weights, *biases)  # the parameters only
         return kernel, bias
@@ -142,19 +161,20 @@ class _ComposeCK(torch.autograd.Function):
     def backward(ctx, d_kernel, d_bias):
         n = ctx.n_layers
         weights, biases = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
-        needs = ctx.needs_input_grad[1:]
+        needs = ctx.needs_input_grad[2:]
+        folds = ctx.folds
         d_weights = [None] * n
         if d_kernel is not None:
-            partial = _ck_partials(weights, ctx.left_first)
+            partial = _ck_partials(weights, ctx.left_first, folds)
             grad = d_kernel
             if ctx.left_first:  # undo fold(W_j, K[j-1]) from the last one back
                 for j in range(n - 1, 0, -1):
-                    d_weights[j], grad = products.fold_backward(weights[j], partial[j - 1], grad,
+                    d_weights[j], grad = folds.backward(weights[j], partial[j - 1], grad,
                                                                 need_later=needs[j], need_earlier=j > 1 or needs[0])
                 d_weights[0] = grad
             else:  # undo fold(K[j+1], W_j) from the first layer on
                 for j in range(0, n - 1):
-                    grad, d_weights[j] = products.fold_backward(partial[j + 1], weights[j], grad,
+                    grad, d_weights[j] = folds.backward(partial[j + 1], weights[j], grad,
                                                                 need_later=j < n - 2 or needs[n - 1],
                                                                 need_earlier=needs[j])
                 d_weights[n - 1] = grad
@@ -171,7 +191,7 @@ class _ComposeCK(torch.autograd.Function):
                 grad = weights[j].sum(dim=(2, 3)).t() @ grad
             d_biases[0] = grad
         grads = d_weights + (d_biases if ctx.has_bias else [])
-        return (None, *(d if need else None for d, need in zip(grads, needs)))
+        return (None, None, *(d if need else None for d, need in zip(grads, needs)))
 
 
 def compose_two_kernels(later: Tensor, earlier: Tensor) -> Tensor:
@@ -180,15 +200,16 @@ def compose_two_kernels(later: Tensor, earlier: Tensor) -> Tensor:
 
 
 def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]],
-               fold: Callable[[Tensor, Tensor], Tensor] = None) -> Composed:
+               fold: Callable[[Tensor, Tensor], Tensor] = None, fold_backward: Callable = None) -> Composed:
     """Fold a stack of 3x3 kernels into one, in the cheaper association order; biases fold with
     the spatial sum of every later kernel.
 
-    Without ``fold``: the torch composer's Function (explicit backward, nothing but the
-    parameters saved). ``fold(later, earlier)``: a differentiable two-kernel fold of another
-    backend (the Triton and CUDA kernels), chained under autograd."""
-    if fold is None:
-        return _ComposeCK.apply(len(weights), *weights, *(biases if biases is not None else ()))
+    Default: the torch products. ``fold(later, earlier)`` and ``fold_backward(dK, later, earlier)``:
+    a backend's fold kernels (Triton, CUDA); with both, the same Function runs them (nothing but
+    the parameters saved); with ``fold`` alone, the folds are chained under autograd."""
+    if fold is None or fold_backward is not None:
+        folds = TORCH_FOLDS if fold is None else kernel_folds(fold, fold_backward)
+        return _ComposeCK.apply(folds, len(weights), *weights, *(biases if biases is not None else ()))
     left_first = products.ck_folds_left_first(weights)
     if left_first:
         kernel = weights[0]

@@ -175,3 +175,20 @@ def test_a_fused_unit_saves_only_its_input_and_composed_weight(strategy):
     weight, _ = unit.composed_weight()
     expected = x.numel() * x.element_size() + weight.numel() * weight.element_size()
     assert saved_non_parameter_bytes(unit, x) == expected
+
+
+def test_triton_ck_uses_the_lean_function_and_matches_reference():
+    pytest.importorskip("triton")
+    info = ec.available_backends().get("triton")
+    if info is None or not info.available:
+        pytest.skip(f"triton backend unavailable: {getattr(info, 'reason', '')}")
+    from helpers import compare_units, twin
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, 2, 3, 7, padding=3, strategy="ck", rate=2,
+                     backend="triton", dtype=F64, device=device)
+    x = torch.randn(1, 2, 5, 5, dtype=F64, device=device)
+    compare_units(fast, ref, x, 1e-10, "triton CK")
+    weight, _ = fast.composed_weight()
+    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size()
+    assert saved_non_parameter_bytes(fast, x) == expected  # no partial kernel kept for backward

@@ -43,9 +43,14 @@ def _fold(later, earlier):
     return compose_ops.ck_fold(later.contiguous(), earlier.contiguous())
 
 
+def _fold_backward(grad, later, earlier):
+    return compose_ops.ck_fold_backward(grad.contiguous(), later.contiguous(), earlier.contiguous())
+
+
 def compose_ck(weights, biases):
     check_device(weights[0])
-    return composition.compose_ck(weights, biases, fold=_fold)
+    # The lean Function: saves the weights only and recomputes partial kernels with the fold kernel.
+    return composition.compose_ck(weights, biases, fold=_fold, fold_backward=_fold_backward)
 
 
 def load_composer() -> Composer:

@@ -46,7 +46,8 @@ def compose_fc(weights, biases):
 
 def compose_ck(weights, biases):
     check_device(weights[0])
-    return composition.compose_ck(weights, biases, fold=ck_ops.ck_fold)
+    # The lean Function: saves the weights only and recomputes partial kernels with the fold kernel.
+    return composition.compose_ck(weights, biases, fold=ck_ops.ck_fold, fold_backward=ck_ops.ck_fold_backward)
 
 
 def load_composer() -> Composer:
