@@ -5,9 +5,11 @@ when autograd is on, composes all fused units at once and stages each unit's ``(
 each unit then takes its staged weight instead of composing alone (``FusedUnit._composed``).
 Units of equal shapes that share a composer form one group and are composed by *one* batched
 call (their parameters concatenated along the group dimension, which CL/FC composition already
-batches over), so backward maps every composed-weight gradient of the group back in one call
-too. The launches a fused network adds per step then grow with the number of distinct unit
-shapes, not with depth. Units still work alone: a unit without a staged weight (first step,
+batches over: torch GEMMs, Triton/CUDA kernel grids), so backward maps every composed-weight
+gradient of the group back in one call too. The launches a fused network adds per step then
+grow with the number of distinct unit shapes, not with depth. (CK units, and units of
+different shapes, still compose one call each: a work-list kernel over unequal shapes is not
+built yet.) Units still work alone: a unit without a staged weight (first step,
 evaluation, ``torch.compile``, a model without the composer) composes itself.
 
 The training loop does not change: the hook runs inside ``model(x)``.
@@ -31,10 +33,14 @@ def _group_key(unit: FusedUnit, composer) -> tuple:
             getattr(unit.spec, "groups", 1), params)
 
 
+# Composers whose ``cl(w1, b1, w2, b2, w3, b3, groups)`` runs all groups in one batched call
+# (torch GEMMs; the Triton and CUDA kernels take a group dimension in their grid).
+GROUP_BATCHED_COMPOSERS = ("torch", "triton", "cuda")
+
+
 def _batchable(unit: FusedUnit, composer) -> bool:
-    """CL/FC composition batches over groups, so equal units concatenate along that dimension
-    (torch composer; the kernels of other composers take one unit per call)."""
-    return composer.name == "torch" and getattr(unit.spec, "strategy", "fc") in ("cl", "fc")
+    """CL/FC composition batches over groups, so equal units concatenate along that dimension."""
+    return composer.name in GROUP_BATCHED_COMPOSERS and getattr(unit.spec, "strategy", "fc") in ("cl", "fc")
 
 
 def _compose_group(composer, units: List[FusedUnit]) -> List[Composed]:

@@ -14,11 +14,11 @@ from expandnets_cuda import network_composition
 from helpers import REL_TOL, assert_rel_close
 
 
-def chain_net(depth: int, channels: int = 6) -> nn.Module:
-    """``depth`` equal 3x3 convs (so the units share one shape) and a Linear head."""
+def chain_net(depth: int, channels: int = 6, kernel=(3, 3)) -> nn.Module:
+    """``depth`` equal convs (so the units share one shape) and a Linear head, for 6x6 inputs."""
     layers = []
     for _ in range(depth):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(channels, channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2)), nn.ReLU()]
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * 6 * 6, 5))
 
 
@@ -88,6 +88,30 @@ def test_launches_added_per_step_do_not_grow_with_depth(fc):
     alone = [count_step_launches(_without_composer(ec.expand_model(chain_net(d), "cl", 2, backend="torch")), x, y)
              ["launches"] - count_step_launches(chain_net(d), x, y)["launches"] for d in (2, 6)]
     assert alone[1] > alone[0] > 0
+
+
+def test_triton_launches_added_per_step_do_not_grow_with_depth_and_gradients_match():
+    pytest.importorskip("triton")
+    info = ec.available_backends().get("triton")
+    if info is None or not info.available:
+        pytest.skip(f"triton backend unavailable: {getattr(info, 'reason', '')}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64, device=device)
+    y = torch.randint(0, 5, (1,), device=device)
+    added, library = [], []
+    for depth in (2, 6):  # 1x3 kernels keep the interpreter's grids small
+        torch.manual_seed(depth)
+        compact = chain_net(depth, 4, (1, 3)).double().to(device)
+        fused = ec.expand_model(compact, "cl", 2, fc=True, backend="triton+torch")
+        launches = count_step_launches(fused, x, y)
+        added.append(launches["launches"] - count_step_launches(compact, x, y)["launches"])
+        library.append(launches["library_ops"])
+        if depth == 6:  # the network-composed step against the units composing alone
+            _, grads = _step_grads(fused, x)
+            _, grads_alone = _step_grads(_without_composer(fused), x)
+            for (name, _), g, g_alone in zip(fused.named_parameters(), grads, grads_alone):
+                assert_rel_close(g, g_alone, REL_TOL[torch.float64], f"triton network-composed grad {name}")
+    assert added[0] == added[1] and library[0] == library[1] > 0, (added, library)
 
 
 def test_evaluation_and_units_alone_still_work():
