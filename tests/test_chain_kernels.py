@@ -102,6 +102,17 @@ def _op_args(groups=1, has_l3=True, k1=1, dtype=F64):
             [1, 1, 1, 1], [1, 1], [2, 1], [1, 1], groups, True, True)
 
 
+@pytest.mark.parametrize("case", ["cl_grouped_nobias", "ck5_stride2_bias"])
+def test_wide_offsets_path(case, monkeypatch):
+    """The 64-bit index path (WIDE, taken for tensors near 2^31 elements) computes the same."""
+    from expandnets_cuda.triton_backend import offsets
+    monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 0)  # every launch wide
+    kwargs, shape, channels_last = CONV_CASES[case]
+    fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, nonlinear=True, dtype=F64, device=DEVICE,
+                     backend="triton")
+    compare_units(fast, ref, torch.randn(shape, dtype=F64, device=DEVICE), REL_TOL[F64], f"wide {case}")
+
+
 def test_backward_is_deterministic():
     args = _op_args(groups=2)
     inputs = [t for t in args[:7] if isinstance(t, torch.Tensor)]

@@ -23,7 +23,7 @@ _TILES = {
 def launches(kernel: str, dtype: torch.dtype, precision: str = "ieee") -> List[lc.Launch]:
     """Every (tiles, num_warps, num_stages) the chain ops launch ``kernel`` with for ``dtype``."""
     out = set()
-    for cfg in config_space(dtype):
+    for cfg in config_space(dtype, backward=kernel != "chain_fwd_kernel"):
         if kernel == "chain_dgrad1_kernel":
             for mg in (1, 17, 33):
                 for k2 in (1, 17, 33):
@@ -37,7 +37,7 @@ def launches(kernel: str, dtype: torch.dtype, precision: str = "ieee") -> List[l
 def _modes(**flags):
     def modes(dtype):
         return {**{name: (False, True) for name in flags}, "ACC": (lc.acc_type(dtype),),
-                "PRECISION": lc.precisions(dtype)}
+                "PRECISION": lc.precisions(dtype), "WIDE": (False, True)}
     return modes
 
 

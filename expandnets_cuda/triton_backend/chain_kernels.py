@@ -16,10 +16,19 @@ about 1/r of the kxk's). Backward recomputes the same tiles instead of saving th
 - ``chain_dgrad1`` (CK pair only): dx from dz1 through layer 1's taps.
 Weight gradients go to per-split partial buffers that only one program touches (read, add, store:
 no atomics), summed afterwards in a fixed order, so results are deterministic.
-Offsets are 64-bit wherever a tensor can exceed 2^31 elements.
+``WIDE`` (set by the wrapper from the tensors' extents, ``offsets.needs_wide_offsets``) widens the
+program ids and integer arguments to int64 on entry, so all index arithmetic is 64-bit; otherwise
+it all stays 32-bit.
 """
 import triton
 import triton.language as tl
+
+from .offsets import program_ids, widen
+
+
+@triton.jit
+def _widen7(a, b, c, d, e, f, g, WIDE: tl.constexpr):
+    return widen(a, WIDE), widen(b, WIDE), widen(c, WIDE), widen(d, WIDE), widen(e, WIDE), widen(f, WIDE), widen(g, WIDE)
 
 
 @triton.jit
@@ -45,7 +54,7 @@ def _x_tile(x, n, i, j, rows, g, k0, H, W, PT, PL, KH1, KW1, D1H, D1W, MG, K1, s
     h = i[:, None] + (tap // KW1)[None, :] * D1H - PT
     w = j[:, None] + (tap % KW1)[None, :] * D1W - PL
     inside = rows[:, None] & (offs_k < K1)[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-    ptr = x + n[:, None] * sxn + (g * MG + c)[None, :].to(tl.int64) * sxc + h * sxh + w * sxw
+    ptr = x + n[:, None] * sxn + (g * MG + c)[None, :] * sxc + h * sxh + w * sxw
     return tl.load(ptr, mask=inside, other=0.0)
 
 
@@ -95,7 +104,7 @@ def _layer2(x, w1, b1, w2, b2, n, p, q, rows, g, c0, H, W, PT, PL, KH1, KW1, D1H
 
 @triton.jit
 def _pixels(tile, NPIX, P, Q, BP: tl.constexpr):
-    offs = (tl.zeros((BP,), dtype=tl.int64) + tile) * BP + tl.arange(0, BP)  # 64-bit before the multiply
+    offs = tile * BP + tl.arange(0, BP)  # int64 when WIDE: `tile` comes from widened ids/arguments
     pq = offs % (P * Q)
     return offs < NPIX, offs // (P * Q), pq // Q, pq % Q
 
@@ -105,9 +114,14 @@ def chain_fwd_kernel(x, w1, b1, w2, b2, w3, b3, y, N, H, W, P, Q, PT, PL, KH1, K
                      KH, KW, SH, SW, DH, DW, MG, A, C, O, K1, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                      HAS_BIAS: tl.constexpr, HAS_L3: tl.constexpr, RELU: tl.constexpr, BP: tl.constexpr,
                      BK: tl.constexpr, BA: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr,
-                     ACC: tl.constexpr, PRECISION: tl.constexpr):
+                     ACC: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr):
     """y = W3 act(z2) + b3 (or z2 without layer 3) for BP output pixels and one block of channels."""
-    pid_p, pid_o, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_p, pid_o, g = program_ids(WIDE)
+    N, H, W, P, Q, PT, PL = _widen7(N, H, W, P, Q, PT, PL, WIDE)
+    KH1, KW1, D1H, D1W, KH, KW, SH = _widen7(KH1, KW1, D1H, D1W, KH, KW, SH, WIDE)
+    SW, DH, DW, MG, A, C, O = _widen7(SW, DH, DW, MG, A, C, O, WIDE)
+    K1, sxn, sxc, sxh, sxw, syn, syc = _widen7(K1, sxn, sxc, sxh, sxw, syn, syc, WIDE)
+    syh, syw = widen(syh, WIDE), widen(syw, WIDE)
     rows, n, p, q = _pixels(pid_p, N * P * Q, P, Q, BP)
     if HAS_L3:
         offs_o = pid_o * BO + tl.arange(0, BO)
@@ -130,7 +144,7 @@ def chain_fwd_kernel(x, w1, b1, w2, b2, w3, b3, y, N, H, W, P, Q, PT, PL, KH1, K
                       KH, KW, SH, SW, DH, DW, MG, A, C, K1, sxn, sxc, sxh, sxw, HAS_BIAS, RELU, BP, BK, BA,
                       BC, ACC, PRECISION)
         channels, width = g * C + offs_o, C
-    ptr = y + n[:, None] * syn + channels[None, :].to(tl.int64) * syc + (p * syh + q * syw)[:, None]
+    ptr = y + n[:, None] * syn + channels[None, :] * syc + (p * syh + q * syw)[:, None]
     tl.store(ptr, acc.to(y.dtype.element_ty), mask=rows[:, None] & (offs_o < width)[None, :])
 
 
@@ -140,12 +154,17 @@ def chain_bwd_out_kernel(x, w1, b1, w2, b2, w3, dy, dz2, dw3_part, db2_part, N, 
                          sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
                          HAS_BIAS: tl.constexpr, RELU: tl.constexpr, BP: tl.constexpr, BK: tl.constexpr,
                          BA: tl.constexpr, BC: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr,
-                         PRECISION: tl.constexpr):
+                         PRECISION: tl.constexpr, WIDE: tl.constexpr):
     """Through layer 3: dz2 (written, NCHW, accumulator type), dW3 and db2 partials of this split."""
-    split, pid_c, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    split, pid_c, g = program_ids(WIDE)
+    N, H, W, P, Q, PT, PL = _widen7(N, H, W, P, Q, PT, PL, WIDE)
+    KH1, KW1, D1H, D1W, KH, KW, SH = _widen7(KH1, KW1, D1H, D1W, KH, KW, SH, WIDE)
+    SW, DH, DW, MG, A, C, O = _widen7(SW, DH, DW, MG, A, C, O, WIDE)
+    K1, TILES, TILES_PER_SPLIT, sxn, sxc, sxh, sxw = _widen7(K1, TILES, TILES_PER_SPLIT, sxn, sxc, sxh, sxw, WIDE)
+    sdn, sdc, sdh, sdw = widen(sdn, WIDE), widen(sdc, WIDE), widen(sdh, WIDE), widen(sdw, WIDE)
     offs_c = pid_c * BC + tl.arange(0, BC)
     in_c = offs_c < C
-    GC, GO = tl.num_programs(2) * C, tl.num_programs(2) * O
+    GC, GO = widen(tl.num_programs(2), WIDE) * C, widen(tl.num_programs(2), WIDE) * O
     start = split * TILES_PER_SPLIT
     for tile in range(start, tl.minimum(start + TILES_PER_SPLIT, TILES)):
         rows, n, p, q = _pixels(tile, N * P * Q, P, Q, BP)
@@ -157,12 +176,12 @@ def chain_bwd_out_kernel(x, w1, b1, w2, b2, w3, dy, dz2, dw3_part, db2_part, N, 
         for o0 in range(0, O, BO):
             offs_o = o0 + tl.arange(0, BO)
             in_o = offs_o < O
-            tile_dy = tl.load(dy + n[:, None] * sdn + (g * O + offs_o)[None, :].to(tl.int64) * sdc
+            tile_dy = tl.load(dy + n[:, None] * sdn + (g * O + offs_o)[None, :] * sdc
                               + (p * sdh + q * sdw)[:, None], mask=rows[:, None] & in_o[None, :], other=0.0)
             tile_w = tl.load(w3 + (g * O + offs_o)[:, None] * C + offs_c[None, :],
                              mask=in_o[:, None] & in_c[None, :], other=0.0)
             dh2 += tl.dot(tile_dy, tile_w, input_precision=PRECISION, out_dtype=ACC)
-            part = dw3_part + split.to(tl.int64) * GO * C + (g * O + offs_o)[:, None] * C + offs_c[None, :]
+            part = dw3_part + split * GO * C + (g * O + offs_o)[:, None] * C + offs_c[None, :]
             both = in_o[:, None] & in_c[None, :]
             tl.store(part, tl.load(part, mask=both, other=0.0)
                      + tl.dot(tl.trans(tile_dy), h2, input_precision=PRECISION, out_dtype=ACC), mask=both)
@@ -171,7 +190,7 @@ def chain_bwd_out_kernel(x, w1, b1, w2, b2, w3, dy, dz2, dw3_part, db2_part, N, 
         tl.store(dz2 + (n[:, None] * GC + (g * C + offs_c)[None, :]) * (P * Q) + (p * Q + q)[:, None], d,
                  mask=rows[:, None] & in_c[None, :])
         if HAS_BIAS:
-            part_b = db2_part + split.to(tl.int64) * GC + g * C + offs_c
+            part_b = db2_part + split * GC + g * C + offs_c
             tl.store(part_b, tl.load(part_b, mask=in_c, other=0.0) + tl.sum(d, axis=0), mask=in_c)
         tl.debug_barrier()  # the next tile's read-add-store of the partials sees this one's
 
@@ -182,11 +201,17 @@ def chain_bwd_in_kernel(x, w1, b1, w2, dz2, dx_acc, dz1, dw1_part, db1_part, dw2
                         MG, A, C, K1, TILES, TILES_PER_SPLIT, sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
                         HAS_BIAS: tl.constexpr, RELU: tl.constexpr, POINTWISE1: tl.constexpr,
                         BP: tl.constexpr, BK: tl.constexpr, BA: tl.constexpr, BC: tl.constexpr,
-                        ACC: tl.constexpr, PRECISION: tl.constexpr):
+                        ACC: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr):
     """Over layer-1 positions (i, j): dh1 gathered from dz2 through layer 2's taps, dz1, and the
     dW2/dW1/db1 partials of this split; dx (pointwise layer 1) or dz1 (otherwise)."""
-    split, g = tl.program_id(0), tl.program_id(1)
-    G = tl.num_programs(1)
+    split, g, _ = program_ids(WIDE)
+    G = widen(tl.num_programs(1), WIDE)
+    N, H, W, H1, W1, P, Q = _widen7(N, H, W, H1, W1, P, Q, WIDE)
+    PT, PL, KH1, KW1, D1H, D1W, KH = _widen7(PT, PL, KH1, KW1, D1H, D1W, KH, WIDE)
+    KW, SH, SW, DH, DW, MG, A = _widen7(KW, SH, SW, DH, DW, MG, A, WIDE)
+    C, K1, TILES, TILES_PER_SPLIT, sxn, sxc, sxh = _widen7(C, K1, TILES, TILES_PER_SPLIT, sxn, sxc, sxh, WIDE)
+    sxw, sdn, sdc, sdh = widen(sxw, WIDE), widen(sdn, WIDE), widen(sdc, WIDE), widen(sdh, WIDE)
+    sdw = widen(sdw, WIDE)
     T = KH * KW
     start = split * TILES_PER_SPLIT
     for tile in range(start, tl.minimum(start + TILES_PER_SPLIT, TILES)):
@@ -206,20 +231,20 @@ def chain_bwd_in_kernel(x, w1, b1, w2, dz2, dx_acc, dz1, dw1_part, db1_part, dw2
                 for c0 in range(0, C, BC):
                     offs_c = c0 + tl.arange(0, BC)
                     in_c = offs_c < C
-                    tile_d = tl.load(dz2 + n[:, None] * sdn + (g * C + offs_c)[None, :].to(tl.int64) * sdc
+                    tile_d = tl.load(dz2 + n[:, None] * sdn + (g * C + offs_c)[None, :] * sdc
                                      + pixel[:, None], mask=hit[:, None] & in_c[None, :], other=0.0)
                     tile_d = tile_d.to(x.dtype.element_ty)
                     tile_w = tl.load(w2 + ((g * C + offs_c)[:, None] * A + offs_a[None, :]) * T + tap,
                                      mask=in_c[:, None] & in_a[None, :], other=0.0)
                     dh1 += tl.dot(tile_d, tile_w, input_precision=PRECISION, out_dtype=ACC)
-                    part = (dw2_part + split.to(tl.int64) * G * C * A * T
+                    part = (dw2_part + split * G * C * A * T
                             + ((g * C + offs_c)[:, None] * A + offs_a[None, :]) * T + tap)
                     both = in_c[:, None] & in_a[None, :]
                     tl.store(part, tl.load(part, mask=both, other=0.0)
                              + tl.dot(tl.trans(tile_d), h1, input_precision=PRECISION, out_dtype=ACC), mask=both)
             d1 = tl.where(rows[:, None], _act_grad(dh1, z1, RELU), 0.0)
             if HAS_BIAS:
-                part_b = db1_part + split.to(tl.int64) * G * A + g * A + offs_a
+                part_b = db1_part + split * G * A + g * A + offs_a
                 tl.store(part_b, tl.load(part_b, mask=in_a, other=0.0) + tl.sum(d1, axis=0), mask=in_a)
             d1_in = d1.to(x.dtype.element_ty)
             for k0 in range(0, K1, BK):
@@ -227,7 +252,7 @@ def chain_bwd_in_kernel(x, w1, b1, w2, dz2, dx_acc, dz1, dw1_part, db1_part, dw2
                 in_k = offs_k < K1
                 tile_x = _x_tile(x, n, i, j, rows, g, k0, H, W, PT, PL, KH1, KW1, D1H, D1W, MG, K1,
                                  sxn, sxc, sxh, sxw, BK)
-                part = dw1_part + split.to(tl.int64) * G * A * K1 + (g * A + offs_a)[:, None] * K1 + offs_k[None, :]
+                part = dw1_part + split * G * A * K1 + (g * A + offs_a)[:, None] * K1 + offs_k[None, :]
                 both = in_a[:, None] & in_k[None, :]
                 tl.store(part, tl.load(part, mask=both, other=0.0)
                          + tl.dot(tl.trans(d1_in), tile_x, input_precision=PRECISION, out_dtype=ACC), mask=both)
@@ -248,9 +273,12 @@ def chain_bwd_in_kernel(x, w1, b1, w2, dz2, dx_acc, dz1, dw1_part, db1_part, dw2
 @triton.jit
 def chain_dgrad1_kernel(dz1, w1, dx, N, H, W, H1, W1, PT, PL, KH1, KW1, D1H, D1W, MG, A, K2,
                         sxn, sxc, sxh, sxw, BP: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                        ACC: tl.constexpr, PRECISION: tl.constexpr):
+                        ACC: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr):
     """dx from dz1 through layer 1's (stride-1, dilated) taps, for a KH1xKW1 layer 1 (groups=1)."""
-    pid_p, pid_m = tl.program_id(0), tl.program_id(1)
+    pid_p, pid_m, _ = program_ids(WIDE)
+    N, H, W, H1, W1, PT, PL = _widen7(N, H, W, H1, W1, PT, PL, WIDE)
+    KH1, KW1, D1H, D1W, MG, A, K2 = _widen7(KH1, KW1, D1H, D1W, MG, A, K2, WIDE)
+    sxn, sxc, sxh, sxw = widen(sxn, WIDE), widen(sxc, WIDE), widen(sxh, WIDE), widen(sxw, WIDE)
     rows, n, h, w = _pixels(pid_p, N * H * W, H, W, BP)
     offs_m = pid_m * BM + tl.arange(0, BM)
     T1 = KH1 * KW1
@@ -265,5 +293,5 @@ def chain_dgrad1_kernel(dz1, w1, dx, N, H, W, H1, W1, PT, PL, KH1, KW1, D1H, D1W
         tile_w = tl.load(w1 + (a[:, None] * MG + offs_m[None, :]) * T1 + tap[:, None],
                          mask=(offs_k < K2)[:, None] & (offs_m < MG)[None, :], other=0.0)
         acc += tl.dot(tile_d.to(w1.dtype.element_ty), tile_w, input_precision=PRECISION, out_dtype=ACC)
-    ptr = dx + n[:, None] * sxn + offs_m[None, :].to(tl.int64) * sxc + (h * sxh + w * sxw)[:, None]
+    ptr = dx + n[:, None] * sxn + offs_m[None, :] * sxc + (h * sxh + w * sxw)[:, None]
     tl.store(ptr, acc.to(dx.dtype.element_ty), mask=rows[:, None] & (offs_m < MG)[None, :])
