@@ -70,7 +70,7 @@ def bench_layer(case: LayerCase, strategy: str, rate: float, backends: Sequence[
         for mode in MODES:
             row.update(timings[impl, mode].as_dict(mode))
         row["noisy"] = any(timings[impl, mode].noisy for mode in MODES)
-        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], device))
+        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], device, module.parameters()))
         rows.append(row)
     compact, unfused = rows[0], rows[1]
     for row in rows:

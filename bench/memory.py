@@ -2,19 +2,22 @@
 peak allocated during one step above what was allocated before it."""
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterable
 
 import torch
 
 
-def saved_for_backward_bytes(forward: Callable[[], torch.Tensor]) -> int:
+def saved_for_backward_bytes(forward: Callable[[], torch.Tensor], params: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of the distinct storages autograd saves during ``forward()`` (the activations an
-    unfused chain keeps r-times wider than the compact layer)."""
+    unfused chain keeps r-times wider than the compact layer). Storages of ``params`` are left
+    out: they are resident whether backward saves a reference to them or not."""
+    resident = {p.untyped_storage().data_ptr() for p in params}
     storages: Dict[int, int] = {}
 
     def pack(tensor: torch.Tensor):
         storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in resident:
+            storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -31,8 +34,9 @@ def cuda_peak_step_bytes(step: Callable[[], object], device: torch.device) -> in
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def step_memory(forward: Callable[[], torch.Tensor], step: Callable[[], object], device: torch.device) -> dict:
-    out = {"saved_bytes": saved_for_backward_bytes(forward)}
+def step_memory(forward: Callable[[], torch.Tensor], step: Callable[[], object], device: torch.device,
+                params: Iterable[torch.Tensor] = ()) -> dict:
+    out = {"saved_bytes": saved_for_backward_bytes(forward, params)}
     if torch.device(device).type == "cuda":
         out["cuda_peak_bytes"] = cuda_peak_step_bytes(step, device)
     return out

@@ -13,6 +13,7 @@ import expandnets_cuda as ec
 from expandnets_cuda.timing import interleaved
 
 from .cases import MODELS
+from .launches import count_step_launches
 from .memory import step_memory
 from .peers import build_peer
 
@@ -89,8 +90,18 @@ def bench_networks(model_name: str, forms: Sequence[str], rates: Sequence[float]
         rows.append({"model": model_name, "form": v.form, "rate": v.rate, "variant": v.variant, "batch": batch,
                      **t.as_dict("step"), "noisy": t.noisy, "threads": t.threads,
                      "images_per_s": batch / t.median, "params": v.params,
-                     **step_memory(lambda v=v: v.model(v.x), v.step, device)})
+                     **step_memory(lambda v=v: v.model(v.x), v.step, device, v.model.parameters()),
+                     **step_launches(v, device)})
     return rows
+
+
+def step_launches(variant: Variant, device: torch.device) -> dict:
+    """Kernels (CUDA) or dispatched operators (CPU) per forward + backward. A compiled peer is not
+    counted on a CPU: the counting dispatch mode would make Dynamo compile it once more."""
+    if variant.variant == "compile" and torch.device(device).type != "cuda":
+        return {"launches": None}
+    counted = count_step_launches(variant.model, variant.x, variant.y, warmup=0)
+    return {"launches": counted["launches"], "launches_counted": counted["counted"]}
 
 
 def bench_network(model_name: str, form: str, rate: float, fused: bool, batch: int, device: torch.device,
@@ -102,4 +113,5 @@ def bench_network(model_name: str, form: str, rate: float, fused: bool, batch: i
     t = interleaved({"step": variant.step}, device, min_run_time=min_run_time, rounds=5)["step"]
     return {"model": model_name, "form": form, "rate": None if form == "compact" else rate, "variant": wanted,
             "batch": batch, **t.as_dict("step"), "noisy": t.noisy, "images_per_s": batch / t.median,
-            "params": variant.params, **step_memory(lambda: variant.model(variant.x), variant.step, device)}
+            "params": variant.params,
+            **step_memory(lambda: variant.model(variant.x), variant.step, device, variant.model.parameters())}

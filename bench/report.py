@@ -72,6 +72,16 @@ def format_layer_rows(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_nonlinear_rows(rows: List[dict]) -> str:
+    lines = [f"{'layer':<46} {'strat':<5} {'r':>3} {'impl':<20} {'f+b ms':>8} {'spread':>7} {'vs unfused':>10} "
+             f"{'saved MB':>8} {'saved x':>7}"]
+    for r in rows:
+        lines.append(f"{r['label'][:46]:<46} {r['strategy']:<5} {r['rate']:>3g} {r['impl']:<20} {r['fwd_bwd_ms']:8.3f} "
+                     f"{_spread(r, 'fwd_bwd'):>7} {r['fwd_bwd_speedup_vs_unfused']:9.2f}x "
+                     f"{r['saved_bytes'] / 2**20:8.2f} {r['saved_vs_unfused']:7.2f}")
+    return "\n".join(lines)
+
+
 def network_ratios(rows: List[dict]) -> List[dict]:
     """Each row with its throughput relative to the compact model of the same round-robin; fused
     rows also with their speed-up over the unfused chain and over the fastest peer."""
@@ -99,20 +109,21 @@ def network_ratios(rows: List[dict]) -> List[dict]:
 
 def format_network_rows(rows: List[dict]) -> str:
     lines = [f"{'model':<13} {'form':<8} {'r':>3} {'variant':<9} {'step ms':>9} {'spread':>7} {'img/s':>9} "
-             f"{'x compact':>9} {'paper@r4':>8} {'params':>10} {'saved MB':>8}"]
+             f"{'x compact':>9} {'paper@r4':>8} {'params':>10} {'saved MB':>8} {'launches':>8}"]
     for r in rows:
         paper = r["paper_unfused_vs_compact_r4"]
         rate = f"{r['rate']:g}" if r["rate"] else "-"
         lines.append(f"{r['model']:<13} {r['form']:<8} {rate:>3} {r['variant']:<9} {r['step_ms']:9.2f} "
                      f"{_spread(r, 'step'):>7} {r['images_per_s']:9.1f} {r['throughput_vs_compact']:9.2f} "
                      f"{(f'{paper:.2f}' if paper and r['variant'] == 'unfused' else ''):>8} {r['params']:>10,} "
-                     f"{r['saved_bytes'] / 2**20:8.2f}")
+                     f"{r['saved_bytes'] / 2**20:8.2f} {r.get('launches') or '-':>8}")
     return "\n".join(lines)
 
 
 def headline(network_rows: List[dict]) -> str:
     """One line per model, form and rate: fused vs compact, vs unfused, vs the best peer, memory."""
     compact_params = {r["model"]: r["params"] for r in network_rows if r["variant"] == "compact"}
+    compact_launches = {r["model"]: r.get("launches") for r in network_rows if r["variant"] == "compact"}
     lines = []
     for r in network_rows:
         if r["variant"] != "fused":
@@ -128,6 +139,8 @@ def headline(network_rows: List[dict]) -> str:
             parts.append(f"{r['speedup_vs_best_peer']:.2f}x the best peer's ({r['best_peer']})")
         if r.get("saved_vs_compact"):
             parts.append(f"saves {r['saved_vs_compact']:.2f}x the compact network's memory for backward")
+        if r.get("launches") and compact_launches.get(r["model"]):
+            parts.append(f"{r['launches']} launches per step (compact {compact_launches[r['model']]})")
         noisy = "  [noisy: spread > 10%]" if r.get("noisy") else ""
         lines.append(f"{label} " + ", ".join(parts) + noisy)
     return "\n".join(lines)

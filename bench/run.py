@@ -28,6 +28,7 @@ from . import report  # noqa: E402
 from .cases import MODELS, layer_cases  # noqa: E402
 from .layers import bench_layer  # noqa: E402
 from .network import FORMS, bench_networks, form_strategies  # noqa: E402
+from .nonlinear import bench_nonlinear_layer, chain_backends_on  # noqa: E402
 from .peers import PEERS  # noqa: E402
 
 QUICK = dict(layer_batch=8, network_batch=32, min_run_time=0.3, rounds=5, mobilenet_layers=3,
@@ -67,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=None, help="round-robin rounds (samples per variant)")
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--skip-network", action="store_true")
+    p.add_argument("--skip-nonlinear", action="store_true",
+                   help="skip the nonlinear-counterpart section (chain kernels; CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="JSON path (the PNGs go beside it)")
     p.add_argument("--no-progress", action="store_true")
@@ -160,6 +163,13 @@ def main(argv=None) -> dict:
                                            peer_rates={"compile": compile_rates})
             progress.update()
         network_rows = report.network_ratios(network_rows)
+    nonlinear_rows: List[dict] = []
+    chain = chain_backends_on(device)
+    if not args.skip_nonlinear and chain:
+        for case, strategy, rate in cases:
+            progress.set_description(f"nonlinear {case.label} {strategy} r={rate:g}")
+            nonlinear_rows += bench_nonlinear_layer(case, strategy, rate, chain, cfg["layer_batch"], device,
+                                                    torch.float32, cfg["min_run_time"], cfg["rounds"])
     progress.close()
 
     if network_rows:
@@ -170,6 +180,13 @@ def main(argv=None) -> dict:
         print(f"\nLayers (batch {cfg['layer_batch']}; medians; spread = interquartile range / median, '!' over 10%; "
               "'x compact' and 'vs unfused' use fwd+bwd):")
         print(report.format_layer_rows(layer_rows))
+    if nonlinear_rows:
+        print(f"\nNonlinear counterpart (+Init; ReLU between sub-layers): unfused chain vs chain kernels "
+              f"{chain}, fwd+bwd, batch {cfg['layer_batch']}:")
+        print(report.format_nonlinear_rows(nonlinear_rows))
+    elif not args.skip_nonlinear:
+        print("\nNonlinear counterpart: skipped, the chain kernels run on CUDA only (on a CPU the Triton "
+              "interpreter and the CUDA CPU execution are tests, not something to time).")
     if network_rows:
         print(f"\nNetworks (training step: forward, backward, SGD; batch {cfg['network_batch']}); "
               "'paper@r4' = the paper's unfused ExpandNet / compact training throughput (Table S10, V100s):")
@@ -179,7 +196,7 @@ def main(argv=None) -> dict:
               "config": {**cfg, "rates": rates, "strategies": strategies, "backends": backends, "peers": peers,
                          "layer_peers": layer_peers, "compile_rates": compile_rates, "forms": forms},
               "headline": report.headline(network_rows).splitlines() if network_rows else [],
-              "layers": layer_rows, "networks": network_rows}
+              "layers": layer_rows, "networks": network_rows, "nonlinear": nonlinear_rows}
     report.write_json(out, record)
     stamp = f"{env['device']} - {env['date'][:10]} - torch {env['torch']}"
     plots = [report.plot_networks(network_rows, out.with_name(out.stem + "-networks.png"),

@@ -173,3 +173,21 @@ def test_timer_check_tiny(tmp_path):
                          "--threads", str(torch.get_num_threads()), "--out", str(tmp_path / "timer.json")])
     assert record["timer_ms"] > 0 and len(record["plain_ms"]) == 2 and record["verdict"] in ("OK", "DISAGREE")
     assert json.loads((tmp_path / "timer.json").read_text())["ratio"] == record["ratio"]
+
+
+def test_network_rows_count_launches_and_nonlinear_table_formats():
+    rows = bench_networks("smallnet3", ["compact", "cl"], [2.0], 2, torch.device("cpu"), 0.01, rounds=2)
+    assert all(isinstance(r["launches"], int) and r["launches"] > 0 for r in rows)
+    assert "launches per step (compact" in report.headline(report.network_ratios(rows))
+    from bench.nonlinear import bench_nonlinear_layer
+    case = layer_cases("smallnet3")[2]
+    nonlinear = bench_nonlinear_layer(case, "cl", 2, ["reference"], 2, "cpu", torch.float32, 0.01, rounds=2)
+    table = report.format_nonlinear_rows(nonlinear).splitlines()
+    assert len(table) == 3 and "chain[reference]" in table[2]
+
+
+def test_saved_bytes_leaves_out_parameters():
+    layer = torch.nn.Linear(100, 100)
+    x = torch.randn(7, 100, requires_grad=True)
+    assert saved_for_backward_bytes(lambda: layer(x).sum()) == 7 * 100 * 4 + 100 * 100 * 4
+    assert saved_for_backward_bytes(lambda: layer(x).sum(), layer.parameters()) == 7 * 100 * 4
