@@ -267,6 +267,8 @@ def chain_bwd_in_kernel(x, w1, b1, w2, dz2, dx_acc, dz1, dw1_part, db1_part, dw2
             if not POINTWISE1:
                 ptr = dz1 + ((n * G * A)[:, None] + (g * A + offs_a)[None, :]) * (H1 * W1) + (i * W1 + j)[:, None]
                 tl.store(ptr, d1, mask=rows[:, None] & in_a[None, :])
+            else:  # the next channel chunk reads-adds-writes the same dx elements, maybe in other threads
+                tl.debug_barrier()
         tl.debug_barrier()  # the next tile's read-add-store of the partials sees this one's
 
 
