@@ -140,3 +140,25 @@ def test_wrappers_launch_only_declared_configs(monkeypatch, dtype, force_wide):
     for name, ptr_dtype, precision, wide, launch in recorder.launches:
         assert ptr_dtype == dtype
         assert launch in lc.declared_launches(name, dtype, precision, wide), (name, launch)
+
+
+@pytest.mark.parametrize("which", ["gemm", "wgrad"])
+def test_every_autotune_config_computes_the_convolution(monkeypatch, which):
+    """The interpreter runs only the first config of each autotuner: here each one runs in turn
+    (forced as the only config), float64 against torch, on a grouped, strided, dilated case."""
+    from expandnets_cuda.triton_backend import conv2d
+    tuners = [conv2d.conv2d_fwd_kernel, conv2d.conv2d_dgrad_kernel] if which == "gemm" else [conv2d.conv2d_wgrad_kernel]
+    configs = lc.GEMM_CONFIGS if which == "gemm" else lc.WGRAD_CONFIGS
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    ref = torch.nn.functional.conv2d(x, w, b, (2, 1), (1, 0), (1, 2), 2)
+    grad = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, [x, w, b], grad)
+    for config in configs:
+        for tuner in tuners:
+            monkeypatch.setattr(tuner, "configs", [config.triton_config()])
+        out = conv_ops.conv2d(x, w, b, [2, 1], [1, 0], [1, 2], 2, True)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        for got, exp in zip(torch.autograd.grad(out, [x, w, b], grad), want):
+            torch.testing.assert_close(got, exp, rtol=1e-12, atol=1e-12, msg=lambda m: f"{config}: {m}")

@@ -233,8 +233,9 @@ def prune_for(dtype_arg: str, configs: List[TuneConfig]):
 
 
 def depthwise_tiles(C: int) -> Launch:
-    """Elementwise over taps (no dot): 64 pixels by up to 32 channels, nothing to pipeline."""
-    return Launch.of(4, 1, BM=64, BC=block(C, 32))
+    """Elementwise over taps (no dot, memory-bound): 32 pixels by up to 32 channels a program,
+    nothing to pipeline."""
+    return Launch.of(4, 1, BM=32, BC=block(C, 32))
 
 
 def wgrad_splits(npq: int) -> Tuple[int, int]:
