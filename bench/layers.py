@@ -18,7 +18,7 @@ from .peers import build_peer
 MODES = ("fwd", "bwd", "fwd_bwd")
 
 
-def _steps(module: nn.Module, x: torch.Tensor) -> Dict[str, Callable[[], object]]:
+def training_steps(module: nn.Module, x: torch.Tensor) -> Dict[str, Callable[[], object]]:
     """Forward (building the graph, as in training), backward alone, and both."""
     x = x.detach().requires_grad_(True)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -61,7 +61,7 @@ def bench_layer(case: LayerCase, strategy: str, rate: float, backends: Sequence[
     """One row per implementation: ``compact``, ``unfused``, each fused backend, each peer."""
     modules = layer_modules(case, strategy, rate, backends, device, dtype, peers)
     x = torch.randn(batch, *case.input_chw, device=device, dtype=dtype)
-    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in _steps(module, x).items()}
+    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in training_steps(module, x).items()}
     timings = interleaved(steps, device, min_run_time=min_run_time, rounds=rounds)
     rows = []
     for impl, module in modules.items():

@@ -9,7 +9,7 @@ step's peak). The chain path saves the input and the parameters only, whatever t
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -19,24 +19,14 @@ from expandnets_cuda import chain_backends
 from expandnets_cuda.timing import interleaved
 
 from .cases import LayerCase, layer_cases
+from .layers import MODES, training_steps
 from .memory import step_memory
 
-MODES = ("fwd", "bwd", "fwd_bwd")
 
 
 def chain_backends_on(device: torch.device) -> List[str]:
     """The chain backends that run natively on ``device`` (none on a CPU: the interpreter is for tests)."""
     return [runner.name for runner in chain_backends.candidates(device)] if torch.device(device).type == "cuda" else []
-
-
-def _steps(module: nn.Module, x: torch.Tensor) -> Dict[str, Callable[[], object]]:
-    x = x.detach().requires_grad_(True)
-    params = [p for p in module.parameters() if p.requires_grad]
-    y = module(x)
-    grad = torch.randn_like(y)
-    return {"fwd": lambda: module(x),
-            "bwd": lambda: torch.autograd.grad(y, [x, *params], grad, retain_graph=True),
-            "fwd_bwd": lambda: torch.autograd.grad(module(x), [x, *params], grad)}
 
 
 def nonlinear_modules(case: LayerCase, strategy: str, rate: float, backends: Sequence[str], device,
@@ -58,7 +48,7 @@ def bench_nonlinear_layer(case: LayerCase, strategy: str, rate: float, backends:
     device = torch.device(device)
     modules = nonlinear_modules(case, strategy, rate, backends, device, dtype)
     x = torch.randn(batch, *case.input_chw, device=device, dtype=dtype)
-    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in _steps(module, x).items()}
+    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in training_steps(module, x).items()}
     timings = interleaved(steps, device, min_run_time=min_run_time, rounds=rounds)
     rows = []
     for impl, module in modules.items():
@@ -68,7 +58,7 @@ def bench_nonlinear_layer(case: LayerCase, strategy: str, rate: float, backends:
         for mode in MODES:
             row.update(timings[impl, mode].as_dict(mode))
         row["noisy"] = any(timings[impl, mode].noisy for mode in MODES)
-        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], device))
+        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], device, module.parameters()))
         rows.append(row)
     unfused = rows[0]
     for row in rows:
