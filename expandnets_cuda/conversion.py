@@ -4,13 +4,13 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import reference as python_ref
-from .reference.spec import STRATEGIES, check_rate, ck_ineligibility
+from .reference.spec import STRATEGIES, check_rate
 from .fused_conv import FusedExpandConv2d
 from .fused_linear import FusedExpandLinear
 from .expansion_plan import ExpansionPlan, decide

@@ -9,7 +9,6 @@ Convs carry no bias (BatchNorm follows each).
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 

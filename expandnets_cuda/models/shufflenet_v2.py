@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 SHUFFLENET_V2_WIDTHS = {0.5: (24, 48, 96, 192, 1024), 1.0: (24, 116, 232, 464, 1024),
                         1.5: (24, 176, 352, 704, 1024), 2.0: (24, 244, 488, 976, 2048)}
