@@ -9,7 +9,7 @@ import platform
 import re
 import shlex
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -61,25 +61,37 @@ def _spread(row: dict, key: str) -> str:
     return f"±{100 * spread:.0f}%" + ("!" if spread > SPREAD_WARNING else "")
 
 
-def format_layer_rows(rows: List[dict]) -> str:
-    lines = [f"{'layer':<46} {'strat':<5} {'r':>3} {'impl':<15} {'fwd ms':>8} {'bwd ms':>8} {'f+b ms':>8} "
-             f"{'spread':>7} {'x compact':>9} {'vs unfused':>10} {'saved MB':>8}"]
-    for r in rows:
-        lines.append(f"{r['label'][:46]:<46} {r['strategy']:<5} {r['rate']:>3g} {r['impl']:<15} {r['fwd_ms']:8.3f} "
-                     f"{r['bwd_ms']:8.3f} {r['fwd_bwd_ms']:8.3f} {_spread(r, 'fwd_bwd'):>7} "
-                     f"{r['fwd_bwd_vs_compact']:9.2f} {r['fwd_bwd_speedup_vs_unfused']:9.2f}x "
-                     f"{r['saved_bytes'] / 2**20:8.2f}")
+Column = Tuple[str, str, Callable[[dict], str]]  # header, alignment + width ("<46"), cell text
+
+
+def _table(rows: List[dict], columns: Sequence[Column]) -> str:
+    lines = [" ".join(f"{header:{spec}}" for header, spec, _ in columns)]
+    lines += [" ".join(f"{cell(r):{spec}}" for _, spec, cell in columns) for r in rows]
     return "\n".join(lines)
+
+
+def _layer_columns(impl_width: int) -> List[Column]:
+    return [("layer", "<46", lambda r: r["label"][:46]), ("strat", "<5", lambda r: r["strategy"]),
+            ("r", ">3", lambda r: f"{r['rate']:g}"), ("impl", f"<{impl_width}", lambda r: r["impl"])]
+
+
+def _saved_mb(r: dict) -> str:
+    return f"{r['saved_bytes'] / 2**20:.2f}"
+
+
+def format_layer_rows(rows: List[dict]) -> str:
+    return _table(rows, _layer_columns(15) + [
+        ("fwd ms", ">8", lambda r: f"{r['fwd_ms']:.3f}"), ("bwd ms", ">8", lambda r: f"{r['bwd_ms']:.3f}"),
+        ("f+b ms", ">8", lambda r: f"{r['fwd_bwd_ms']:.3f}"), ("spread", ">7", lambda r: _spread(r, "fwd_bwd")),
+        ("x compact", ">9", lambda r: f"{r['fwd_bwd_vs_compact']:.2f}"),
+        ("vs unfused", ">10", lambda r: f"{r['fwd_bwd_speedup_vs_unfused']:.2f}x"), ("saved MB", ">8", _saved_mb)])
 
 
 def format_nonlinear_rows(rows: List[dict]) -> str:
-    lines = [f"{'layer':<46} {'strat':<5} {'r':>3} {'impl':<20} {'f+b ms':>8} {'spread':>7} {'vs unfused':>10} "
-             f"{'saved MB':>8} {'saved x':>7}"]
-    for r in rows:
-        lines.append(f"{r['label'][:46]:<46} {r['strategy']:<5} {r['rate']:>3g} {r['impl']:<20} {r['fwd_bwd_ms']:8.3f} "
-                     f"{_spread(r, 'fwd_bwd'):>7} {r['fwd_bwd_speedup_vs_unfused']:9.2f}x "
-                     f"{r['saved_bytes'] / 2**20:8.2f} {r['saved_vs_unfused']:7.2f}")
-    return "\n".join(lines)
+    return _table(rows, _layer_columns(20) + [
+        ("f+b ms", ">8", lambda r: f"{r['fwd_bwd_ms']:.3f}"), ("spread", ">7", lambda r: _spread(r, "fwd_bwd")),
+        ("vs unfused", ">10", lambda r: f"{r['fwd_bwd_speedup_vs_unfused']:.2f}x"), ("saved MB", ">8", _saved_mb),
+        ("saved x", ">7", lambda r: f"{r['saved_vs_unfused']:.2f}")])
 
 
 def network_ratios(rows: List[dict]) -> List[dict]:
@@ -107,17 +119,20 @@ def network_ratios(rows: List[dict]) -> List[dict]:
     return out
 
 
+def _paper(r: dict) -> str:
+    paper = r["paper_unfused_vs_compact_r4"]
+    return f"{paper:.2f}" if paper and r["variant"] == "unfused" else ""
+
+
 def format_network_rows(rows: List[dict]) -> str:
-    lines = [f"{'model':<13} {'form':<8} {'r':>3} {'variant':<9} {'step ms':>9} {'spread':>7} {'img/s':>9} "
-             f"{'x compact':>9} {'paper@r4':>8} {'params':>10} {'saved MB':>8} {'launches':>8}"]
-    for r in rows:
-        paper = r["paper_unfused_vs_compact_r4"]
-        rate = f"{r['rate']:g}" if r["rate"] else "-"
-        lines.append(f"{r['model']:<13} {r['form']:<8} {rate:>3} {r['variant']:<9} {r['step_ms']:9.2f} "
-                     f"{_spread(r, 'step'):>7} {r['images_per_s']:9.1f} {r['throughput_vs_compact']:9.2f} "
-                     f"{(f'{paper:.2f}' if paper and r['variant'] == 'unfused' else ''):>8} {r['params']:>10,} "
-                     f"{r['saved_bytes'] / 2**20:8.2f} {r.get('launches') or '-':>8}")
-    return "\n".join(lines)
+    return _table(rows, [
+        ("model", "<13", lambda r: r["model"]), ("form", "<8", lambda r: r["form"]),
+        ("r", ">3", lambda r: f"{r['rate']:g}" if r["rate"] else "-"), ("variant", "<9", lambda r: r["variant"]),
+        ("step ms", ">9", lambda r: f"{r['step_ms']:.2f}"), ("spread", ">7", lambda r: _spread(r, "step")),
+        ("img/s", ">9", lambda r: f"{r['images_per_s']:.1f}"),
+        ("x compact", ">9", lambda r: f"{r['throughput_vs_compact']:.2f}"), ("paper@r4", ">8", _paper),
+        ("params", ">10", lambda r: f"{r['params']:,}"), ("saved MB", ">8", _saved_mb),
+        ("launches", ">8", lambda r: str(r.get("launches") or "-"))])
 
 
 def headline(network_rows: List[dict]) -> str:
