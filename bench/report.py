@@ -197,6 +197,15 @@ def _log_y(ax) -> None:
     ax.tick_params(axis="y", which="minor", labelsize=7)
 
 
+def _save(plt, fig, path: pathlib.Path, title: str) -> pathlib.Path:
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _rate_axis(ax, rates) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(rates)
@@ -236,12 +245,7 @@ def plot_networks(network_rows: List[dict], path: pathlib.Path, title: str) -> O
         ax.set_ylabel("training step time / compact (lower is better)")
         ax.set_title(f"{model}: fused solid, unfused dashed, peers dotted", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
@@ -261,7 +265,7 @@ def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optio
         impls = sorted({impl for s, impl, _ in groups if s == strategy},
                        key=lambda impl: (impl != "unfused", impl != "fused[auto]", not impl.startswith("fused"), impl))
         rates = sorted({rate for s, _, rate in groups if s == strategy})
-        for n, impl in enumerate(impls):
+        for impl in impls:
             xs = [rate for rate in rates if (strategy, impl, rate) in groups]
             ys = [math.exp(sum(groups[strategy, impl, x]) / len(groups[strategy, impl, x])) for x in xs]
             variant = "fused" if impl.startswith("fused") else impl
@@ -277,9 +281,4 @@ def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optio
         n_layers = len({(r["label"]) for r in layer_rows if r["strategy"] == strategy})
         ax.set_title(f"{strategy.upper()} layers ({n_layers}): fused solid, unfused dashed, peers gray", fontsize=9)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
