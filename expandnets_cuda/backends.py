@@ -196,10 +196,29 @@ def triton_interpreter_setting() -> bool:
         return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+_KERNEL_MODE: Dict[int, str] = {}  # id of the imported triton_backend package -> its kernels' mode
+
+
 def triton_kernel_mode() -> Optional[str]:
     """How this package's Triton kernels were defined: "interpreted", "compiled", or ``None``
     (not imported yet). Triton reads TRITON_INTERPRET when a kernel is *defined*, i.e. when its
-    module is imported, so setting it later changes nothing for kernels already imported."""
+    module is imported, so setting it later changes nothing for kernels already imported.
+
+    Called on every forward (through the device checks), so it must be cheap: nothing to scan
+    before the package is imported, and the answer is kept per package object once known."""
+    package = sys.modules.get(TRITON_PACKAGE)
+    if package is None:
+        return None
+    if id(package) not in _KERNEL_MODE:
+        mode = _scan_kernel_mode()
+        if mode is None:
+            return None
+        _KERNEL_MODE.clear()
+        _KERNEL_MODE[id(package)] = mode
+    return _KERNEL_MODE[id(package)]
+
+
+def _scan_kernel_mode() -> Optional[str]:
     for name, module in list(sys.modules.items()):
         if module is None or not name.startswith(TRITON_PACKAGE + "."):
             continue
