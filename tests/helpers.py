@@ -69,3 +69,15 @@ CONV_KERNEL_CASES = {
     "pointwise_s2_grouped": (2, 3, 5, 5, 6, (1, 1), (2, 2), (0, 0), (1, 1), 3, False, False),
     "k7_pad3_batch1": (1, 2, 6, 6, 3, (7, 7), (1, 1), (3, 3), (1, 1), 1, True, False),
 }
+
+
+def randomise_bn(model):
+    """Non-trivial BN statistics, so eval-mode comparisons exercise them."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+                m.bias.normal_(0, 0.1)
+    return model

@@ -7,21 +7,9 @@ from torch import nn
 
 import expandnets_cuda as ec
 from expandnets_cuda.models import mobilenet_v2_cifar, smallnet3, smallnet7
-from helpers import assert_rel_close
+from helpers import assert_rel_close, randomise_bn as _randomise_bn
 
 MODELS = {"smallnet3": smallnet3, "smallnet7": smallnet7, "mobilenet_v2": mobilenet_v2_cifar}
-
-
-def _randomise_bn(model):
-    """Non-trivial BN statistics, so eval-mode comparisons exercise them."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.normal_(1, 0.1)
-                m.bias.normal_(0, 0.1)
-    return model
 
 
 @pytest.mark.parametrize("fc", [False, True])

@@ -5,12 +5,11 @@ import pathlib
 
 import pytest
 import torch
-from torch import nn
 
 import expandnets_cuda as ec
 from expandnets_cuda.models import (PAPER_PRESETS, alexnet_compact, expand_paper, mobilenet_v1,
                                     mobilenet_v1_cifar, mobilenet_v2, paper_preset, shufflenet_v2_x0_5)
-from helpers import assert_rel_close
+from helpers import assert_rel_close, randomise_bn as _randomise_bn
 
 _TABLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "paper_tables.json"
 PAPER = json.loads(_TABLES.read_text()) if _TABLES.exists() else None
@@ -74,17 +73,6 @@ def test_mobilenet_v2_imagenet_expands_the_first_depthwise_of_each_stride2_stage
         conv = model.get_submodule(name)
         assert conv.groups == conv.in_channels and conv.stride == (2, 2)
     assert [model.get_submodule(n).in_channels for n in names[1:]] == [96, 144, 192, 576]
-
-
-def _randomise_bn(model):
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.normal_(1, 0.1)
-                m.bias.normal_(0, 0.1)
-    return model
 
 
 ROUND_TRIPS = {  # preset -> (model, input size); the CL AlexNet is narrowed to stay fast
