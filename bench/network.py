@@ -103,15 +103,3 @@ def step_launches(variant: Variant, device: torch.device) -> dict:
     counted = count_step_launches(variant.model, variant.x, variant.y, warmup=0)
     return {"launches": counted["launches"], "launches_counted": counted["counted"]}
 
-
-def bench_network(model_name: str, form: str, rate: float, fused: bool, batch: int, device: torch.device,
-                  min_run_time: float, backend: str = "auto") -> dict:
-    """One variant alone (kept for scripts that time a single model)."""
-    variants = network_variants(model_name, [form], [rate], batch, device, backend)
-    wanted = "compact" if form == "compact" else ("fused" if fused else "unfused")
-    variant = next(v for v in variants if v.variant == wanted)
-    t = interleaved({"step": variant.step}, device, min_run_time=min_run_time, rounds=5)["step"]
-    return {"model": model_name, "form": form, "rate": None if form == "compact" else rate, "variant": wanted,
-            "batch": batch, **t.as_dict("step"), "noisy": t.noisy, "images_per_s": batch / t.median,
-            "params": variant.params,
-            **step_memory(lambda: variant.model(variant.x), variant.step, device, variant.model.parameters())}

@@ -10,7 +10,7 @@ from bench import report
 from bench.cases import layer_cases
 from bench.layers import bench_layer
 from bench.memory import saved_for_backward_bytes
-from bench.network import bench_network, bench_networks, build
+from bench.network import bench_networks, build
 from bench.peers import PEERS, build_peer, online_collapse
 from bench.run import main, network_forms
 
@@ -47,7 +47,8 @@ def test_saved_bytes_counts_distinct_storages():
 def test_network_forms_and_rows():
     assert sum(p.numel() for p in build("smallnet7", "cl", 2, "torch").parameters()) == 562_954
     assert sum(p.numel() for p in build("smallnet7", "fc", 2, "torch").parameters()) > 150_346
-    row = bench_network("smallnet3", "cl+fc", 2, True, 4, torch.device("cpu"), 0.01)
+    rows = bench_networks("smallnet3", ["cl+fc"], [2.0], 4, torch.device("cpu"), 0.01, rounds=2)
+    row = next(r for r in rows if r["variant"] == "fused")
     assert row["variant"] == "fused" and row["images_per_s"] > 0 and row["params"] > 15_050
 
 
