@@ -37,6 +37,23 @@ def training_steps(module: nn.Module, x: torch.Tensor) -> Dict[str, Callable[[],
     return {"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd_bwd}
 
 
+def timed_rows(modules: Dict[str, nn.Module], x: torch.Tensor, base: dict, min_run_time: float,
+               rounds: int) -> List[dict]:
+    """One row per module (``base`` + ``impl``): fwd/bwd/fwd+bwd timed in one round-robin, and memory."""
+    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in training_steps(module, x).items()}
+    timings = interleaved(steps, x.device, min_run_time=min_run_time, rounds=rounds)
+    rows = []
+    for impl, module in modules.items():
+        row = {**base, "impl": impl, "threads": torch.get_num_threads()}
+        for mode in MODES:
+            row.update(timings[impl, mode].as_dict(mode))
+        row["noisy"] = any(timings[impl, mode].noisy for mode in MODES)
+        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], x.device,
+                               module.parameters()))
+        rows.append(row)
+    return rows
+
+
 def layer_modules(case: LayerCase, strategy: str, rate: float, backends: Sequence[str], device, dtype,
                   peers: Sequence[str] = ()) -> Dict[str, nn.Module]:
     """``compact``, ``unfused``, ``fused[<backend>]`` for each backend, then each peer; one set of weights."""
@@ -61,17 +78,9 @@ def bench_layer(case: LayerCase, strategy: str, rate: float, backends: Sequence[
     """One row per implementation: ``compact``, ``unfused``, each fused backend, each peer."""
     modules = layer_modules(case, strategy, rate, backends, device, dtype, peers)
     x = torch.randn(batch, *case.input_chw, device=device, dtype=dtype)
-    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in training_steps(module, x).items()}
-    timings = interleaved(steps, device, min_run_time=min_run_time, rounds=rounds)
-    rows = []
-    for impl, module in modules.items():
-        row = {"model": case.model, "layer": case.name, "label": case.label, "strategy": strategy,
-               "rate": rate, "impl": impl, "batch": batch, "threads": torch.get_num_threads()}
-        for mode in MODES:
-            row.update(timings[impl, mode].as_dict(mode))
-        row["noisy"] = any(timings[impl, mode].noisy for mode in MODES)
-        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], device, module.parameters()))
-        rows.append(row)
+    base = {"model": case.model, "layer": case.name, "label": case.label, "strategy": strategy, "rate": rate,
+            "batch": batch}
+    rows = timed_rows(modules, x, base, min_run_time, rounds)
     compact, unfused = rows[0], rows[1]
     for row in rows:
         for mode in MODES:

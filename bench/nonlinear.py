@@ -16,11 +16,9 @@ from torch import nn
 
 import expandnets_cuda as ec
 from expandnets_cuda import chain_backends
-from expandnets_cuda.timing import interleaved
 
 from .cases import LayerCase, layer_cases
-from .layers import MODES, training_steps
-from .memory import step_memory
+from .layers import MODES, timed_rows
 
 
 
@@ -48,18 +46,9 @@ def bench_nonlinear_layer(case: LayerCase, strategy: str, rate: float, backends:
     device = torch.device(device)
     modules = nonlinear_modules(case, strategy, rate, backends, device, dtype)
     x = torch.randn(batch, *case.input_chw, device=device, dtype=dtype)
-    steps = {(impl, mode): fn for impl, module in modules.items() for mode, fn in training_steps(module, x).items()}
-    timings = interleaved(steps, device, min_run_time=min_run_time, rounds=rounds)
-    rows = []
-    for impl, module in modules.items():
-        row = {"section": "nonlinear", "model": case.model, "layer": case.name, "label": case.label,
-               "strategy": strategy, "rate": rate, "impl": impl, "batch": batch, "dtype": str(dtype),
-               "device": str(device), "threads": torch.get_num_threads()}
-        for mode in MODES:
-            row.update(timings[impl, mode].as_dict(mode))
-        row["noisy"] = any(timings[impl, mode].noisy for mode in MODES)
-        row.update(step_memory(lambda module=module: module(x), steps[impl, "fwd_bwd"], device, module.parameters()))
-        rows.append(row)
+    base = {"section": "nonlinear", "model": case.model, "layer": case.name, "label": case.label,
+            "strategy": strategy, "rate": rate, "batch": batch, "dtype": str(dtype), "device": str(device)}
+    rows = timed_rows(modules, x, base, min_run_time, rounds)
     unfused = rows[0]
     for row in rows:
         for mode in MODES:
