@@ -67,13 +67,19 @@ def _named(err: BackendUnavailableError, name: str) -> BackendUnavailableError:
 class Composer:
     """``cl(w1, b1, w2, b2, w3, b3, groups)``, ``ck(weights, biases)``, ``fc(weights, biases)``
     -> ``(W_eff, b_eff or None)``, differentiable with respect to every argument tensor.
-    ``device_types``: where ``auto`` may pick it (``None``: anywhere)."""
+    ``device_types``: where ``auto`` may pick it (``None``: anywhere).
+    ``cl_many(units)``: optional, many CL/FC units of *any* shapes at once, ``units`` a sequence of
+    ``cl``'s argument tuples ``(w1, b1, w2, b2, w3, b3, groups)`` (FC as 1x1 taps, one group; all
+    with biases or all without, one dtype and device) -> the list of their ``(W_eff, b_eff)``, by a
+    fixed number of launches forward and backward (a work-list kernel); ``network_composition`` uses
+    it to compose a whole network per step."""
 
     name: str
     cl: Callable
     ck: Callable
     fc: Callable
     device_types: Optional[Tuple[str, ...]] = None
+    cl_many: Optional[Callable] = None
 
 
 @dataclass(frozen=True)
