@@ -33,7 +33,7 @@ class _ComposeCL(torch.autograd.Function):
         ctx.has_bias = b1 is not None
         ctx.save_for_backward(w1, w2, w3, b1, b2)  # views of the parameters only
         if not ctx.has_bias:
-            return products.cl_forward(w1, w2, w3), None
+            return products.cl_forward(w1, w2, w3).contiguous(), None
         i = w1.shape[2]
         composed = products.cl_forward(products.with_bias_channel(w1, b1), w2, w3)  # (g, o, i+1, t)
         bias = composed[:, :, i].sum(dim=2) + torch.bmm(w3, b2.unsqueeze(2)).squeeze(2) + b3

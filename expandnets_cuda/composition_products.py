@@ -1,9 +1,9 @@
 """The weight-sized products of the torch composer, forward and backward, and the cost model that
 picks the multiplication order of each (DESIGN.md sections 2-3).
 
-Layouts follow the parameters' storage, so no product has to copy the largest tensor ``W2``:
-CL per group ``W1 (g, a, i)``, ``W2 (g, c, a, t)`` (t = kernel taps, last), ``W3 (g, o, c)``,
-composed ``W (g, o, i, t)``. CK kernels are plain ``(out, in, kh, kw)``.
+CL per group ``W1 (g, a, i)``, ``W2 (g, c, a, t)`` (t = kernel taps), ``W3 (g, o, c)``, composed
+``W (g, o, i, t)``; ``cl_gemms`` runs each product as large GEMMs in the layout ``W2`` is stored
+in. CK kernels are plain ``(out, in, kh, kw)``.
 Everything here is plain tensor algebra; ``composition`` wraps it in autograd Functions.
 """
 from __future__ import annotations
@@ -14,51 +14,27 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import cl_gemms
+
 Tensor = torch.Tensor
 
+
 # ---------------------------------------------------------------------------------- CL / FC
-# Below this many taps a per-tap batched GEMM is too small to run well; transposing the tap
-# dimension out of the way and running one large GEMM wins instead (measured on CPU, fwd+bwd).
-MIN_TAPS_PER_GEMM = 16
-
-
-def left_mul_taps(m: Tensor, x: Tensor) -> Tensor:
-    """``out[g, n, p, t] = sum_q m[g, p, q] x[g, n, q, t]`` for ``m (g, p, q)``, ``x (g, n, q, t)``."""
-    g, n, q, t = x.shape
-    if t >= MIN_TAPS_PER_GEMM:
-        return torch.matmul(m.unsqueeze(1), x)
-    flat = torch.bmm(x.transpose(2, 3).reshape(g, n * t, q), m.transpose(1, 2))  # (g, n*t, p)
-    return flat.reshape(g, n, t, m.shape[1]).transpose(2, 3)
-
-
-def contract_channels_and_taps(x: Tensor, y: Tensor) -> Tensor:
-    """``out[g, a, i] = sum_{c, t} x[g, c, a, t] y[g, c, i, t]``.
-
-    Either one GEMM per channel ``c`` summed afterwards (no copy of ``x``, a transient of
-    ``c*a*i``) or one large GEMM over ``(c, t)`` after moving ``a`` to the front (a copy of ``x``,
-    free when ``t == 1``); the smaller transient wins."""
-    g, c, a, t = x.shape
-    i = y.shape[2]
-    if t > 1 and i <= t:
-        return torch.matmul(x, y.transpose(2, 3)).sum(dim=1)
-    return torch.bmm(x.permute(0, 2, 1, 3).reshape(g, a, c * t), y.permute(0, 1, 3, 2).reshape(g, c * t, i))
-
-
 def cl_cost(m_g: int, a: int, c: int, o: int, taps: int, groups: int):
     """Multiply-adds of the two CL forward orders: ``((W3 W2) W1, W3 (W2 W1))``, per group and tap."""
     return (groups * taps * (o * c * a + o * a * m_g), groups * taps * (c * a * m_g + o * c * m_g))
 
 
 def cl_forward(w1: Tensor, w2: Tensor, w3: Tensor) -> Tensor:
-    """Composed ``W (g, o, i, t)`` in the cheaper order (ties: W3 first, as the kernels do)."""
+    """Composed ``W (g, o, i, t)`` in the cheaper order (ties: W3 first, as the kernels do); may be
+    a transposed view (the caller copies the part it keeps once)."""
     g, c, a, t = w2.shape
     o, i = w3.shape[1], w1.shape[2]
+    gemms = cl_gemms.layout_for(w1, w2, w3)
     cost_w3_first, cost_w1_first = cl_cost(i, a, c, o, t, 1)
     if cost_w3_first <= cost_w1_first:
-        p = torch.bmm(w3, w2.reshape(g, c, a * t)).reshape(g, o, a, t)
-        return left_mul_taps(w1.transpose(1, 2), p)
-    r = left_mul_taps(w1.transpose(1, 2), w2)
-    return torch.bmm(w3, r.reshape(g, c, i * t)).reshape(g, o, i, t)
+        return gemms.weight_from_p(gemms.p())
+    return gemms.weight_from_r(gemms.r())
 
 
 class CLBackwardPlan(NamedTuple):
@@ -102,15 +78,14 @@ def cl_backward_plan(i: int, a: int, c: int, o: int, t: int) -> CLBackwardPlan:
 def cl_backward(w1: Tensor, w2: Tensor, w3: Tensor, dw: Tensor, needs: Sequence[bool],
                 plan: Optional[CLBackwardPlan] = None):
     """``(dW1, dW2, dW3)`` from the composed weight's gradient ``dw (g, o, i, t)``; ``None``
-    where ``needs`` is false. ``plan``: default the cheapest (``cl_backward_plan``)."""
+    where ``needs`` is false. ``plan``: default the cheapest (``cl_backward_plan``). ``dW2`` comes
+    in ``w2``'s own layout where the products allow it (``cl_gemms``)."""
     g, c, a, t = w2.shape
     o, i = w3.shape[1], w1.shape[2]
     plan = plan or cl_backward_plan(i, a, c, o, t)
-    dw = dw.contiguous()
-    lazy = {"Q": lambda: torch.bmm(w3.transpose(1, 2), dw.reshape(g, o, i * t)).reshape(g, c, i, t),
-            "Qp": lambda: left_mul_taps(w1, dw),                                     # (g, o, a, t)
-            "P": lambda: torch.bmm(w3, w2.reshape(g, c, a * t)).reshape(g, o, a, t),
-            "R": lambda: left_mul_taps(w1.transpose(1, 2), w2)}                       # (g, c, i, t)
+    gemms = cl_gemms.layout_for(w1, w2, w3)
+    dw_ti = gemms.taps_inner(dw)
+    lazy = {"Q": lambda: gemms.q(dw_ti), "Qp": lambda: gemms.qp(dw, dw_ti), "P": gemms.p, "R": gemms.r}
     made: Dict[str, Tensor] = {}
 
     def get(name: str) -> Tensor:
@@ -121,17 +96,11 @@ def cl_backward(w1: Tensor, w2: Tensor, w3: Tensor, dw: Tensor, needs: Sequence[
     need1, need2, need3 = needs
     d1 = d2 = d3 = None
     if need2:
-        if plan.dw2 == "Q":
-            d2 = left_mul_taps(w1, get("Q"))
-        else:
-            d2 = torch.bmm(w3.transpose(1, 2), get("Qp").reshape(g, o, a * t)).reshape(g, c, a, t)
+        d2 = gemms.dw2_from_q(get("Q")) if plan.dw2 == "Q" else gemms.dw2_from_qp(get("Qp"))
     if need1:
-        d1 = contract_channels_and_taps(w2, get("Q")) if plan.dw1 == "Q" else contract_channels_and_taps(get("P"), dw)
+        d1 = gemms.dw1_from_q(get("Q")) if plan.dw1 == "Q" else gemms.dw1_from_p(get("P"), dw, dw_ti)
     if need3:
-        if plan.dw3 == "R":
-            d3 = torch.bmm(dw.reshape(g, o, i * t), get("R").reshape(g, c, i * t).transpose(1, 2))
-        else:
-            d3 = torch.bmm(get("Qp").reshape(g, o, a * t), w2.reshape(g, c, a * t).transpose(1, 2))
+        d3 = gemms.dw3_from_r(dw_ti, get("R")) if plan.dw3 == "R" else gemms.dw3_from_qp(get("Qp"))
     return d1, d2, d3
 
 

@@ -36,9 +36,13 @@ CL_SHAPES = [(3, 5, 6, 10, 3, 1), (3, 4, 6, 8, 5, 1), (8, 2, 16, 4, 3, 1), (4, 6
 
 @pytest.mark.parametrize("shape", CL_SHAPES)
 @pytest.mark.parametrize("plan_index", range(8))
-def test_every_cl_backward_plan_matches_reference_gradients(shape, plan_index):
+@pytest.mark.parametrize("w2_format", [torch.contiguous_format, torch.channels_last])
+def test_every_cl_backward_plan_matches_reference_gradients(shape, plan_index, w2_format):
+    """Each plan in each ``cl_gemms`` layout: taps-last (k=5, contiguous W2), taps-major copied
+    (k=3, contiguous) and taps-major as a view (channels-last W2)."""
     m, n, a, c, k, g = shape
     weights, _ = _cl_params(m, n, a, c, k, g, bias=False)
+    weights[1] = weights[1].detach().contiguous(memory_format=w2_format).requires_grad_()
     plan = products.cl_backward_plans(m // g, a // g, c // g, n // g, k * k)[plan_index]
     d_weight = torch.randn(n, m // g, k, k, dtype=F64)
     w1, w2, w3 = weights
@@ -68,6 +72,27 @@ def test_compose_cl_gradients_match_reference(shape, bias):
     expected = _grads_of_reference(weights, biases, g, d_weight, d_bias)
     for index, (mine, ref) in enumerate(zip(got, expected)):
         assert_rel_close(mine, ref, 1e-12, f"compose_cl {shape} grad of input {index}")
+
+
+@pytest.mark.parametrize("w2_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("k", [3, 5])
+def test_w2_gradient_comes_in_the_parameters_layout(w2_format, k):
+    """So AccumulateGrad takes it as it is (a copy of the largest gradient per step otherwise)."""
+    weights, biases = _cl_params(4, 6, 8, 12, k, 1)
+    w2 = weights[1] = weights[1].detach().contiguous(memory_format=w2_format).requires_grad_()
+    weight, bias = composition.compose_cl(weights[0], biases[0], w2, biases[1], weights[2], biases[2], 1)
+    d2, = torch.autograd.grad([weight, bias], [w2], [torch.randn_like(weight), torch.randn_like(bias)])
+    assert d2.stride() == w2.stride(), f"dW2 strides {d2.stride()} vs W2 {w2.stride()}"
+    expected = _grads_of_reference(weights, biases, 1, *_seeded_grads(weight, bias))[1]
+    got, = torch.autograd.grad(composition.compose_cl(weights[0], biases[0], w2, biases[1], weights[2],
+                                                      biases[2], 1), [w2], _seeded_grads(weight, bias))
+    assert_rel_close(got, expected, 1e-12, f"dW2 with W2 in {w2_format}")
+
+
+def _seeded_grads(weight, bias):
+    generator = torch.Generator().manual_seed(3)
+    return [torch.randn(weight.shape, generator=generator, dtype=weight.dtype),
+            torch.randn(bias.shape, generator=generator, dtype=bias.dtype)]
 
 
 def test_compose_cl_gradients_only_where_asked():
