@@ -7,7 +7,7 @@ import torch
 
 from .. import composition
 from ..backends import BackendUnavailableError, Composer
-from . import ck_ops, cl_ops
+from . import ck_ops, cl_ops, cl_worklist_ops
 
 
 def interpreter_enabled() -> bool:
@@ -50,5 +50,12 @@ def compose_ck(weights, biases):
     return composition.compose_ck(weights, biases, fold=ck_ops.ck_fold, fold_backward=ck_ops.ck_fold_backward)
 
 
+def compose_cl_many(units):
+    """Many CL/FC units of any shapes in a fixed number of launches (the work-list kernels)."""
+    if units:
+        check_device(units[0][2])
+    return cl_worklist_ops.compose_cl_many(units)
+
+
 def load_composer() -> Composer:
-    return Composer("triton", compose_cl, compose_ck, compose_fc, device_types=("cuda",))
+    return Composer("triton", compose_cl, compose_ck, compose_fc, device_types=("cuda",), cl_many=compose_cl_many)
