@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE / "cuda_cpu"))
 import build as cuemu_build  # noqa: E402  (tests/cuda_cpu/build.py)
 
 # At least this many checks per group: a group that silently stops checking fails too.
-MIN_CHECKS = {"cuemu": 9, "compose": 115, "conv": 885, "chain": 304, "int64": 71}
+MIN_CHECKS = {"cuemu": 9, "compose": 115, "conv": 885, "chain": 304, "worklist": 134, "int64": 71}
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,9 @@ SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-r
 FLAGS = ["-std=c++20", "-O1", "-g1", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unknown-pragmas",
          "-Wno-sign-compare", *SANITIZE]
 # The kernel families (csrc/<family>_<dtype>.cu) the driver checks.
-FAMILIES = ("compose", "conv", "chain")
+FAMILIES = ("compose", "conv", "chain", "worklist")
 HARNESS_SOURCES = ["cuemu_core.cpp", "driver.cpp", "check_cuemu.cpp", "check_compose.cpp", "check_conv.cpp", "check_chain.cpp",
-                    "check_int64.cpp"]
+                    "check_worklist.cpp", "check_int64.cpp"]
 
 _LAUNCH_OPEN, _LAUNCH_CLOSE = re.compile(r"<<<"), re.compile(r">>>")
 _SHARED = re.compile(r"__shared__\s+(?:__align__\((\d+)\)\s+)?(.*?)\s+"
