@@ -129,16 +129,16 @@ def _ck_kernel(weights: Sequence[Tensor], left_first: bool, folds: Folds = TORCH
         kernel = folds.forward(weights[-1], partial[len(weights) - 2])
     else:
         kernel = folds.forward(partial[1], weights[0])
-    # col2im may hand back a view into a larger buffer; the convolution saves this kernel, so
-    # give it a storage of its own size (a copy of the small composed kernel).
-    return kernel.clone()
+    # The folds hand back a channels-last view; the convolution saves this kernel and runs
+    # best on the layout the compact one has, so give it a contiguous storage of its own.
+    return kernel.contiguous()
 
 
 def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
     """Bias after each layer: ``bias_0 = b_0``, ``bias_j = (sum over taps of W_j) bias_{j-1} + b_j``."""
     out = [biases[0]]
     for w, b in zip(weights[1:], biases[1:]):
-        out.append(w.sum(dim=(2, 3)) @ out[-1] + b)
+        out.append(products.tap_sum(w) @ out[-1] + b)
     return out
 
 
@@ -165,16 +165,19 @@ class _ComposeCK(torch.autograd.Function):
         folds = ctx.folds
         d_weights = [None] * n
         if d_kernel is not None:
-            partial = _ck_partials(weights, ctx.left_first, folds)
+            fold_weights = weights
+            if folds is TORCH_FOLDS:  # each weight feeds two products here: one taps-major copy
+                fold_weights = [w.contiguous(memory_format=torch.channels_last) for w in weights]
+            partial = _ck_partials(fold_weights, ctx.left_first, folds)
             grad = d_kernel
             if ctx.left_first:  # undo fold(W_j, K[j-1]) from the last one back
                 for j in range(n - 1, 0, -1):
-                    d_weights[j], grad = folds.backward(weights[j], partial[j - 1], grad,
+                    d_weights[j], grad = folds.backward(fold_weights[j], partial[j - 1], grad,
                                                                 need_later=needs[j], need_earlier=j > 1 or needs[0])
                 d_weights[0] = grad
             else:  # undo fold(K[j+1], W_j) from the first layer on
                 for j in range(0, n - 1):
-                    grad, d_weights[j] = folds.backward(partial[j + 1], weights[j], grad,
+                    grad, d_weights[j] = folds.backward(partial[j + 1], fold_weights[j], grad,
                                                                 need_later=j < n - 2 or needs[n - 1],
                                                                 need_earlier=needs[j])
                 d_weights[n - 1] = grad
@@ -188,7 +191,7 @@ class _ComposeCK(torch.autograd.Function):
                 if needs[j]:  # bias_j depends on W_j through its tap sum: a rank-one term
                     rank_one = (grad.unsqueeze(1) * after[j - 1].unsqueeze(0))[:, :, None, None]
                     d_weights[j] = rank_one.expand_as(weights[j]) if d_weights[j] is None else d_weights[j] + rank_one
-                grad = weights[j].sum(dim=(2, 3)).t() @ grad
+                grad = products.tap_sum(weights[j]).t() @ grad
             d_biases[0] = grad
         grads = d_weights + (d_biases if ctx.has_bias else [])
         return (None, None, *(d if need else None for d, need in zip(grads, needs)))

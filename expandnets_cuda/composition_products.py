@@ -110,33 +110,70 @@ def with_bias_channel(w1: Tensor, b1: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------- CK
-def fold_forward(later: Tensor, earlier: Tensor) -> Tensor:
-    """Kernel of ``conv(conv(x, earlier), later)``: ``K[o, i, u+v] = sum_c later[o,c,v] earlier[c,i,u]``.
+def _later_taps_outer(later: Tensor, earlier: Tensor) -> bool:
+    """Shift blocks per tap of whichever kernel has fewer taps (fewer, larger strided adds)."""
+    return later.shape[2] * later.shape[3] <= earlier.shape[2] * earlier.shape[3]
 
-    One GEMM forms every (v, u) tap product; ``F.fold`` (col2im) then adds each later tap's
-    block of products onto the window of output taps it shifts to (a full 2-D correlation)."""
+
+def _taps_major(k: Tensor) -> Tensor:
+    """A kernel ``(o, i, kh, kw)`` as ``(o, kh, kw, i)`` contiguous: a view of a channels-last one
+    (what ``fold_forward`` returns), a copy otherwise."""
+    return k.permute(0, 2, 3, 1).contiguous()
+
+
+def fold_forward(later: Tensor, earlier: Tensor) -> Tensor:
+    """Kernel of ``conv(conv(x, earlier), later)``: ``K[o, i, v+u] = sum_c later[o,c,v] earlier[c,i,u]``.
+
+    One GEMM forms every (v, u) tap product; each tap of the kernel with fewer taps then adds its
+    block of products onto the window of output taps it shifts to (a full 2-D correlation).
+    Everything is taps-major (input channels innermost), so each block add runs over rows of
+    ``kw * i`` contiguous values; this replaces ``F.fold`` (col2im), which on CPU loops over the
+    ``o`` images of a transposed copy and cost more than the GEMM. Returns a channels-last view."""
     o, c, a, a2 = later.shape
     _, i, b, b2 = earlier.shape
-    products = later.permute(0, 2, 3, 1).reshape(o * a * a2, c) @ earlier.reshape(c, i * b * b2)
-    columns = products.reshape(o, a * a2, i * b * b2).transpose(1, 2)  # (o, i*U, V): one column per later tap
-    return F.fold(columns, (a + b - 1, a2 + b2 - 1), (b, b2))
+    products = _taps_major(later).reshape(o * a * a2, c) @ _taps_major(earlier).reshape(c, b * b2 * i)
+    products = products.reshape(o, a, a2, b, b2, i)
+    kernel = products.new_zeros(o, a + b - 1, a2 + b2 - 1, i)
+    if a * a2 <= b * b2:
+        for y in range(a):
+            for x in range(a2):
+                kernel[:, y:y + b, x:x + b2] += products[:, y, x]
+    else:
+        for y in range(b):
+            for x in range(b2):
+                kernel[:, y:y + a, x:x + a2] += products[:, :, :, y, x]
+    return kernel.permute(0, 3, 1, 2)
 
 
 def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool = True,
                   need_earlier: bool = True):
-    """``(d later, d earlier)`` of ``fold_forward`` from the folded kernel's gradient ``dk``:
-    ``F.unfold`` gathers each (v, u) pair's gradient (the transpose of col2im), then the two
-    GEMMs of the forward's one."""
+    """``(d later, d earlier)`` of ``fold_forward`` from the folded kernel's gradient ``dk``: each
+    (v, u) pair's gradient is the window of ``dk`` at ``v + u`` (one stack of shifted windows, the
+    transpose of the forward's block adds), then the two GEMMs of the forward's one. Both come
+    as channels-last views."""
     o, c, a, a2 = later.shape
     _, i, b, b2 = earlier.shape
-    d_columns = F.unfold(dk, (b, b2))  # (o, i*U, V)
-    d_products = d_columns.transpose(1, 2).reshape(o * a * a2, i * b * b2)
+    dk = _taps_major(dk)
+    if a * a2 <= b * b2:  # (o, V, b, b2, i)
+        d_products = torch.stack([dk[:, y:y + b, x:x + b2] for y in range(a) for x in range(a2)], dim=1)
+    else:  # (o, a, a2, U, i)
+        d_products = torch.stack([dk[:, y:y + a, x:x + a2] for y in range(b) for x in range(b2)], dim=3)
+    d_products = d_products.reshape(o * a * a2, b * b2 * i)
     d_later = d_earlier = None
     if need_later:
-        d_later = (d_products @ earlier.reshape(c, i * b * b2).t()).reshape(o, a, a2, c).permute(0, 3, 1, 2)
+        d_later = d_products @ _taps_major(earlier).reshape(c, b * b2 * i).t()
+        d_later = d_later.reshape(o, a, a2, c).permute(0, 3, 1, 2)
     if need_earlier:
-        d_earlier = (later.permute(0, 2, 3, 1).reshape(o * a * a2, c).t() @ d_products).reshape(c, i, b, b2)
+        d_earlier = _taps_major(later).reshape(o * a * a2, c).t() @ d_products
+        d_earlier = d_earlier.reshape(c, b, b2, i).permute(0, 3, 1, 2)
     return d_later, d_earlier
+
+
+def tap_sum(w: Tensor) -> Tensor:
+    """``sum`` of a kernel ``(o, c, kh, kw)`` over its taps, ``(o, c)``: a GEMV (a reduction over
+    the two small trailing dims runs several times slower on CPU)."""
+    o, c = w.shape[:2]
+    return (w.reshape(o * c, -1) @ w.new_ones(w.shape[2] * w.shape[3])).reshape(o, c)
 
 
 def fold_cost(shapes) -> Tuple[int, int]:
