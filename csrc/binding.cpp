@@ -4,10 +4,15 @@
 // (expandnets_cuda/cuda_backend/), next to the Triton ops that share the namespace.
 #include <Python.h>
 
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -18,6 +23,7 @@
 #include "expandnets/chain.h"
 #include "expandnets/compose.h"
 #include "expandnets/conv.h"
+#include "expandnets/worklist.h"
 
 namespace {
 
@@ -205,6 +211,149 @@ std::tuple<Tensor, Tensor> ck_fold_backward(const Tensor& grad, const Tensor& la
                                                      out<T>(d_earlier), s, current_stream()));
   });
   return {d_later, d_earlier};
+}
+
+// --- work-list composition ---------------------------------------------------------------------
+
+// Per unit: w1 (G, A, I), w2 (G, C, A, T), w3 (G, O, C), biases (G, A), (G, C), (G, O) or all lists
+// empty. Returns the checked shapes; every tensor on the device and of the dtype of w2[0].
+std::vector<ClShape> work_shapes(const char* op, at::TensorList w1, at::TensorList w2, at::TensorList w3,
+                                 at::TensorList b1, at::TensorList b2, at::TensorList b3) {
+  const size_t n = w2.size();
+  TORCH_CHECK(n > 0, op, ": no units");
+  TORCH_CHECK(w1.size() == n && w3.size() == n, op, ": w1, w2 and w3 must list the same units, got ", w1.size(), ", ",
+              n, " and ", w3.size());
+  const bool biases = !b1.empty();
+  TORCH_CHECK(b1.size() == b2.size() && b2.size() == b3.size() && (!biases || b1.size() == n), op,
+              ": the biases must be given for every unit or for none");
+  std::vector<ClShape> shapes;
+  for (size_t u = 0; u < n; ++u) {
+    check_tensor(op, "w2", w2[u], w2[0], 4);
+    const ClShape s = cl_shape(op, w1[u], w2[u], w3[u]);
+    if (biases) {
+      const int64_t sizes[3] = {s.a, s.c, s.o};
+      const Tensor* b[3] = {&b1[u], &b2[u], &b3[u]};
+      const char* names[3] = {"b1", "b2", "b3"};
+      for (int k = 0; k < 3; ++k) {
+        check_weight(op, names[k], *b[k], w2[0], 2);
+        check_shape(op, names[k], *b[k], {s.groups, sizes[k]});
+      }
+    }
+    shapes.push_back(s);
+  }
+  return shapes;
+}
+
+// A planned table of units on the device, and its totals.
+struct WorkList {
+  Tensor table;
+  expandnets::ClWorkTotals total;
+};
+
+// The table of these units, built and copied to the device once per set of (pointers, shapes): the
+// table holds nothing else, so an entry found again is right whatever happened in between, and a
+// step whose inputs stay where they are (parameters updated in place) reuses it with no host-to-
+// device copy and no synchronization, as CUDA-graph capture needs. At most kMaxWorkLists are kept.
+template <typename T>
+WorkList work_list(const char* op, at::TensorList w1, at::TensorList w2, at::TensorList w3, at::TensorList b1,
+                   at::TensorList b2, at::TensorList b3) {
+  constexpr size_t kMaxWorkLists = 64;
+  static std::mutex mutex;
+  static std::map<std::vector<int64_t>, WorkList> cache;
+  const std::vector<ClShape> shapes = work_shapes(op, w1, w2, w3, b1, b2, b3);
+  const bool biases = !b1.empty();
+  const auto ptr = [](const Tensor& t) { return reinterpret_cast<int64_t>(t.const_data_ptr()); };
+  std::vector<int64_t> key = {w2[0].get_device(), int64_t(w2[0].scalar_type()), int64_t(biases)};
+  for (size_t u = 0; u < shapes.size(); ++u) {
+    const ClShape& s = shapes[u];
+    key.insert(key.end(), {ptr(w1[u]), ptr(w2[u]), ptr(w3[u]), s.groups, s.a, s.i, s.c, s.o, s.taps});
+    if (biases) key.insert(key.end(), {ptr(b1[u]), ptr(b2[u]), ptr(b3[u])});
+  }
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto found = cache.find(key); found != cache.end()) return found->second;
+  TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None, op,
+              ": these units' work list is not built yet, and building it copies to the device, which a CUDA graph "
+              "capture cannot do: run one step (forward and backward) before capturing");
+  std::vector<expandnets::ClWorkUnit<T>> units(shapes.size());
+  for (size_t u = 0; u < shapes.size(); ++u) {
+    units[u] = {};
+    units[u].w1 = in<T>(w1[u]);
+    units[u].w2 = in<T>(w2[u]);
+    units[u].w3 = in<T>(w3[u]);
+    units[u].b1 = biases ? in<T>(b1[u]) : nullptr;
+    units[u].b2 = biases ? in<T>(b2[u]) : nullptr;
+    units[u].b3 = biases ? in<T>(b3[u]) : nullptr;
+    units[u].shape = shapes[u];
+  }
+  WorkList list;
+  list.total = expandnets::cl_worklist_plan(units.data(), int64_t(units.size()));
+  const int64_t bytes = int64_t(units.size() * sizeof(units[0]));
+  Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+  std::memcpy(host.mutable_data_ptr(), units.data(), size_t(bytes));
+  list.table = host.to(w2[0].device());
+  if (cache.size() >= kMaxWorkLists) cache.clear();
+  cache.emplace(std::move(key), list);
+  return list;
+}
+
+template <typename T>
+const expandnets::ClWorkUnit<T>* work_table(const WorkList& list) {
+  return static_cast<const expandnets::ClWorkUnit<T>*>(list.table.const_data_ptr());
+}
+
+// (W of every unit back to back, their biases back to back or an empty tensor without biases).
+std::tuple<Tensor, Tensor> cl_many(at::TensorList w1, at::TensorList w2, at::TensorList w3, at::TensorList b1,
+                                   at::TensorList b2, at::TensorList b3) {
+  constexpr const char* op = "expandnets::cuda_cl_many";
+  TORCH_CHECK(!w2.empty(), op, ": no units");
+  const c10::cuda::CUDAGuard guard(w2[0].device());
+  Tensor w, bias;
+  dispatch_compose(op, w2[0], [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const WorkList list = work_list<T>(op, w1, w2, w3, b1, b2, b3);
+    w = at::empty({list.total.w}, w2[0].options());
+    bias = at::empty({b1.empty() ? 0 : list.total.bias}, w2[0].options());
+    check_launch(op, expandnets::cl_worklist_forward<T>(work_table<T>(list), int64_t(w2.size()), list.total, out<T>(w),
+                                                        b1.empty() ? nullptr : out<T>(bias), current_stream()));
+  });
+  return {w, bias};
+}
+
+// (dw1, dw2, dw3, db1, db2) back to back over the units, the bias ones empty without biases
+// (db3 is grad_bias); grad_w and grad_bias flat as cl_many returns them.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_many_backward(const Tensor& grad_w, const Tensor& grad_bias,
+                                                                    at::TensorList w1, at::TensorList w2,
+                                                                    at::TensorList w3, at::TensorList b1,
+                                                                    at::TensorList b2, at::TensorList b3) {
+  constexpr const char* op = "expandnets::cuda_cl_many_backward";
+  TORCH_CHECK(!w2.empty(), op, ": no units");
+  const bool biases = !b1.empty();
+  const c10::cuda::CUDAGuard guard(w2[0].device());
+  Tensor dw1, dw2, dw3, db1, db2;
+  dispatch_compose(op, w2[0], [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const WorkList list = work_list<T>(op, w1, w2, w3, b1, b2, b3);
+    const expandnets::ClWorkTotals& total = list.total;
+    check_weight(op, "grad_w", grad_w, w2[0], 1);
+    check_shape(op, "grad_w", grad_w, {total.w});
+    if (biases) {
+      check_weight(op, "grad_bias", grad_bias, w2[0], 1);
+      check_shape(op, "grad_bias", grad_bias, {total.bias});
+    }
+    const auto options = w2[0].options();
+    dw1 = at::empty({total.w1}, options);
+    dw2 = at::empty({total.w2}, options);
+    dw3 = at::empty({total.w3}, options);
+    db1 = at::empty({biases ? total.a : 0}, options);
+    db2 = at::empty({biases ? total.c : 0}, options);
+    Tensor inner = at::empty({biases ? total.c : 0}, options);
+    check_launch(op, expandnets::cl_worklist_backward<T>(
+                         work_table<T>(list), int64_t(w2.size()), total, in<T>(grad_w),
+                         biases ? in<T>(grad_bias) : nullptr, out<T>(dw1), out<T>(dw2), out<T>(dw3),
+                         biases ? out<T>(db1) : nullptr, biases ? out<T>(db2) : nullptr,
+                         biases ? out<T>(inner) : nullptr, current_stream()));
+  });
+  return {dw1, dw2, dw3, db1, db2};
 }
 
 // --- convolution -------------------------------------------------------------------------------
@@ -454,6 +603,14 @@ TORCH_LIBRARY_FRAGMENT(expandnets, m) {
 }
 
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
+  m.set_python_module("expandnets_cuda.cuda_backend.worklist_ops");
+  m.def("cuda_cl_many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) "
+        "-> (Tensor, Tensor)");
+  m.def("cuda_cl_many_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
+        "Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_FRAGMENT(expandnets, m) {
   m.set_python_module("expandnets_cuda.cuda_backend.conv_ops");
   m.def("cuda_conv2d(Tensor x, Tensor w, Tensor? b, int[] stride, int[] padding, int[] dilation, int groups, "
         "bool exact) -> Tensor");
@@ -469,6 +626,8 @@ TORCH_LIBRARY_IMPL(expandnets, CUDA, m) {
   m.impl("cuda_ck_fold_backward", &ck_fold_backward);
   m.impl("cuda_conv2d", &conv2d);
   m.impl("cuda_conv2d_backward", &conv2d_backward);
+  m.impl("cuda_cl_many", &cl_many);
+  m.impl("cuda_cl_many_backward", &cl_many_backward);
 }
 
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {

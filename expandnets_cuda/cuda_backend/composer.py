@@ -5,7 +5,7 @@ import torch
 
 from .. import composition
 from ..backends import BackendUnavailableError, Composer
-from . import compose_ops
+from . import compose_ops, worklist_ops
 
 
 def check_device(t: torch.Tensor) -> None:
@@ -53,5 +53,13 @@ def compose_ck(weights, biases):
     return composition.compose_ck(weights, biases, fold=_fold, fold_backward=_fold_backward)
 
 
+def compose_cl_many(units):
+    """Many CL/FC units of any shapes in a fixed number of launches (worklist_ops.py)."""
+    units = list(units)
+    if units:
+        check_device(units[0][2])
+    return worklist_ops.compose_cl_many(units)
+
+
 def load_composer() -> Composer:
-    return Composer("cuda", compose_cl, compose_ck, compose_fc, device_types=("cuda",))
+    return Composer("cuda", compose_cl, compose_ck, compose_fc, device_types=("cuda",), cl_many=compose_cl_many)

@@ -1,0 +1,207 @@
+"""The work-list composition of the CUDA backend (csrc/expandnets/worklist.h, ``Composer.cl_many``):
+many CL/FC units of unequal shapes composed by a fixed number of launches, against the torch
+composer (``expandnets_cuda.composition.compose_cl``) in float64, outputs and the gradients of
+every input.
+
+The layout tests run anywhere: they drive ``worklist_layout.compose_units`` (canonical shapes,
+flat results split into per-unit views, fake shapes) with a pure-torch stand-in for the op. The
+kernel tests are marked ``gpu`` and skip, with the reason, without CUDA or the built extension;
+the kernels themselves also run on the CPU in tests/cuda_cpu/check_worklist.cpp."""
+import pytest
+import torch
+
+from expandnets_cuda import composition, cuda_backend
+from expandnets_cuda.cuda_backend import worklist_layout
+
+REASON = cuda_backend.unavailable_reason()
+
+# (groups, a, i, c, o, kh, kw): unequal units, grouped, several taps, FC as 1x1, wider than a tile.
+UNITS = [
+    (1, 6, 3, 10, 5, 3, 3),
+    (2, 3, 2, 5, 3, 3, 2),
+    (1, 40, 3, 20, 17, 1, 1),   # FC
+    (2, 37, 35, 66, 33, 1, 2),  # more than one 32-wide tile along every dimension
+    (4, 2, 1, 2, 1, 3, 3),      # depthwise
+]
+
+
+def kernel_test(fn):
+    return pytest.mark.gpu(pytest.mark.skipif(REASON is not None, reason=f"CUDA backend unavailable: {REASON}")(fn))
+
+
+def make_units(shapes, biases, dtype=torch.float64, device="cpu"):
+    units = []
+    for g, a, i, c, o, kh, kw in shapes:
+        def param(*shape):
+            return torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
+        w1, w2, w3 = param(g * a, i, 1, 1), param(g * c, a, kh, kw), param(g * o, c, 1, 1)
+        b = (param(g * a), param(g * c), param(g * o)) if biases else (None, None, None)
+        units.append((w1, b[0], w2, b[1], w3, b[2], g))
+    return units
+
+
+def inputs_of(units):
+    return [t for unit in units for t in unit[:6] if t is not None]
+
+
+def torch_many(w1s, w2s, w3s, b1s, b2s, b3s):
+    """The op's contract in torch: canonical lists in, (flat W, flat bias) out."""
+    weights = [torch.einsum("goc,gcat,gai->goit", w3, w2, w1).reshape(-1) for w1, w2, w3 in zip(w1s, w2s, w3s)]
+    biases = [(torch.einsum("goc,gc->go", w3, torch.einsum("gcat,ga->gc", w2, b1) + b2) + b3).reshape(-1)
+              for w2, w3, b1, b2, b3 in zip(w2s, w3s, b1s, b2s, b3s)]
+    return torch.cat(weights), torch.cat(biases) if biases else w2s[0].new_empty((0,))
+
+
+def compare_with_compose_cl(composed_many, units, rtol):
+    """Outputs and the gradients of every input of cl_many's results against compose_cl's."""
+    expected = [composition.compose_cl(*unit) for unit in units]
+    assert len(composed_many) == len(expected)
+    outs, refs, grads = [], [], []
+    for (w, b), (w_ref, b_ref) in zip(composed_many, expected):
+        assert w.shape == w_ref.shape and (b is None) == (b_ref is None)
+        torch.testing.assert_close(w, w_ref, rtol=rtol, atol=rtol)
+        pairs = [(w, w_ref)] + ([(b, b_ref)] if b is not None else [])
+        for got, want in pairs:
+            torch.testing.assert_close(got, want, rtol=rtol, atol=rtol)
+            grads.append(torch.randn_like(want))
+            outs.append(got)
+            refs.append(want)
+    inputs = inputs_of(units)
+    got = torch.autograd.grad(outs, inputs, grads)
+    want = torch.autograd.grad(refs, inputs, grads)
+    for k, (g, r) in enumerate(zip(got, want)):
+        torch.testing.assert_close(g, r, rtol=rtol, atol=rtol, msg=lambda m: f"gradient of input {k}: {m}")
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_layout_composes_unequal_units_like_compose_cl(biases):
+    units = make_units(UNITS, biases)
+    compare_with_compose_cl(worklist_layout.compose_units(units, torch_many), units, 1e-10)
+
+
+def test_layout_fake_shapes_match_the_flat_results():
+    units = make_units(UNITS, True)
+    canon = [worklist_layout.canonical_unit(*unit) for unit in units]
+    lists = [[getattr(u, name) for u in canon] for name in ("w1", "w2", "w3", "b1", "b2", "b3")]
+    flat_w, flat_b = torch_many(*lists)
+    metas = [[t.detach().to("meta") for t in tensors] for tensors in lists]
+    fake_w, fake_b = worklist_layout.many_fake(*metas)
+    assert fake_w.shape == flat_w.shape and fake_b.shape == flat_b.shape and fake_w.device.type == "meta"
+    grads = worklist_layout.many_backward_fake(fake_w, fake_b, *metas)
+    assert [g.numel() for g in grads] == [sum(t.numel() for t in ts) for ts in lists[:5]]
+    no_bias = worklist_layout.many_fake(*metas[:3], [], [], [])
+    assert no_bias[1].shape == (0,)
+
+
+def test_layout_rejects_mixed_biases_and_handles_no_units():
+    with_bias, without = make_units(UNITS[:1], True), make_units(UNITS[1:2], False)
+    with pytest.raises(ValueError, match="all have biases"):
+        worklist_layout.compose_units(with_bias + without, torch_many)
+    assert worklist_layout.compose_units([], torch_many) == []
+
+
+def test_split_like_views_one_buffer():
+    flat = torch.arange(10.0)
+    a, b = worklist_layout.split_like(flat, [torch.empty(2, 3), torch.empty(4)])
+    assert a.shape == (2, 3) and b.tolist() == [6.0, 7.0, 8.0, 9.0]
+    assert a.data_ptr() == flat.data_ptr()
+
+
+def _composer():
+    composer = cuda_backend.load_composer()
+    assert composer.cl_many is not None
+    return composer
+
+
+@kernel_test
+@pytest.mark.parametrize("biases", [True, False])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_cl_many_matches_compose_cl(biases, dtype, rtol):
+    composer = _composer()
+    units = make_units(UNITS, biases, dtype=dtype, device="cuda")
+    compare_with_compose_cl(composer.cl_many(units), units, rtol)
+    # The same units again (the cached table), and in another order (another table).
+    compare_with_compose_cl(composer.cl_many(units), units, rtol)
+    compare_with_compose_cl(composer.cl_many(units[::-1]), units[::-1], rtol)
+
+
+@kernel_test
+def test_cl_many_after_an_in_place_update():
+    """Parameters updated in place keep their pointers: the cached table reads the new values."""
+    composer = _composer()
+    units = make_units(UNITS, True, device="cuda")
+    composer.cl_many(units)
+    with torch.no_grad():
+        for t in inputs_of(units):
+            t.mul_(0.5).add_(0.25)
+    compare_with_compose_cl(composer.cl_many(units), units, 1e-10)
+
+
+@kernel_test
+def test_cl_many_launches_a_fixed_number_of_kernels():
+    composer = _composer()
+    units = make_units(UNITS, True, device="cuda")
+    composer.cl_many(units)  # builds the table
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        outs = composer.cl_many(units)
+        torch.autograd.grad([t for pair in outs for t in pair], inputs_of(units),
+                            [torch.ones_like(t) for pair in outs for t in pair])
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    worklist = [n for n in names if "cl_worklist" in n]
+    assert len(worklist) == 2 + 5, worklist
+    assert not any("HtoD" in n for n in names), names
+
+
+@kernel_test
+def test_cl_many_forward_captures_in_a_cuda_graph():
+    composer = _composer()
+    units = make_units(UNITS, True, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        composer.cl_many(units)  # warm-up: builds the table outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        captured = composer.cl_many(units)
+    with torch.no_grad():
+        for t in inputs_of(units):
+            t.mul_(-1.5)
+    graph.replay()
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        for (w, b), unit in zip(captured, units):
+            w_ref, b_ref = composition.compose_cl(*unit)
+            torch.testing.assert_close(w, w_ref, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(b, b_ref, rtol=1e-10, atol=1e-10)
+
+
+@kernel_test
+def test_cl_many_ops_pass_opcheck_and_compile():
+    _composer()
+    from expandnets_cuda.cuda_backend import worklist_ops
+    units = make_units(UNITS[:3], True, dtype=torch.float32, device="cuda")
+    canon = [worklist_layout.canonical_unit(*unit) for unit in units]
+    lists = [[getattr(u, name) for u in canon] for name in ("w1", "w2", "w3", "b1", "b2", "b3")]
+    fake_only = ("test_schema", "test_faketensor")
+    torch.library.opcheck(worklist_ops.cl_many, tuple(lists), test_utils=fake_only)
+    flat_w, flat_b = worklist_ops.cl_many(*lists)
+    detached = [[t.detach() for t in ts] for ts in lists]
+    torch.library.opcheck(worklist_ops.cl_many_backward, (torch.randn_like(flat_w), torch.randn_like(flat_b),
+                                                          *detached), test_utils=fake_only)
+    torch._dynamo.reset()
+
+    def loss(*tensors):
+        groups = [unit[6] for unit in units]
+        rebuilt = [(tensors[6 * k], tensors[6 * k + 1], tensors[6 * k + 2], tensors[6 * k + 3], tensors[6 * k + 4],
+                    tensors[6 * k + 5], g) for k, g in enumerate(groups)]
+        return sum(w.square().sum() + b.sum() for w, b in worklist_ops.compose_cl_many(rebuilt))
+
+    inputs = inputs_of(units)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(*inputs), loss(*inputs), rtol=1e-5, atol=1e-4)
+    got = torch.autograd.grad(compiled(*inputs), inputs)
+    want = torch.autograd.grad(loss(*inputs), inputs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
