@@ -180,3 +180,16 @@ def test_cl_many_step_captures_in_a_cuda_graph():
     torch.cuda.synchronize()
     for g, want in zip(static_grads, step()):
         torch.testing.assert_close(g, want)
+
+
+def test_a_capture_with_moved_inputs_fills_its_table_on_the_device(monkeypatch):
+    units = [make_unit(*shape, bias=True) for shape in MANY[:2]]
+    outs = _flat(cl_worklist_ops.compose_cl_many(units))  # warm-up: the work list
+    monkeypatch.setattr(cl_worklist_ops, "_capturing", lambda device: True)
+    monkeypatch.setattr(cl_worklist_ops, "_CAPTURED_TABLES", {})
+    monkeypatch.setattr(cl_worklist_ops.torch, "tensor", None)  # no host-built table now
+    moved = [tuple(t.detach().clone().requires_grad_(True) if torch.is_tensor(t) else t for t in unit)
+             for unit in units]
+    for out, again in zip(outs, _flat(cl_worklist_ops.compose_cl_many(moved))):
+        torch.testing.assert_close(again, out, rtol=0, atol=0)
+    assert len(cl_worklist_ops._CAPTURED_TABLES) == 1

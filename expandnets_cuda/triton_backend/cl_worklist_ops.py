@@ -11,9 +11,9 @@ synchronisation and no host-to-device copy. The work list (``WorkList``: per-uni
 offsets, per-kernel item lists) depends only on the units' shapes and is built once per tuple of
 shapes, dtype and device; the address table depends on where the parameters live, which does not
 change from step to step (optimisers update in place), and is cached by those addresses. Both are
-copied to the device once, on their first use. (A graph captured with a table keeps using that
-table's memory: the cache holds up to ``TABLE_CACHE_SIZE`` tables, far more than a model has
-parameter layouts.)
+copied to the device once, on their first use, which must therefore come before a capture. (A
+capture whose inputs moved since the warm-up, e.g. per-step casts, fills its own table on the
+device instead of copying it, and keeps it for good: the graph reads it at every replay.)
 
 ``torch.library`` ops with fake implementations, so ``torch.compile`` sees two opaque calls.
 """
@@ -108,24 +108,50 @@ def build_work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch
 
 _WORK_LISTS: Dict[tuple, WorkList] = {}
 _TABLES: "collections.OrderedDict[tuple, Tensor]" = collections.OrderedDict()
+_CAPTURED_TABLES: Dict[tuple, Tensor] = {}
 
 
 def work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch.device) -> WorkList:
     key = (shapes, dtype, device)
     found = _WORK_LISTS.get(key)
     if found is None:
+        if _capturing(device):
+            raise RuntimeError("cl_many: these unit shapes were not composed before the CUDA-graph capture; "
+                               "run a warm-up step first (the work list is built and copied on first use)")
         found = _WORK_LISTS[key] = build_work_list(shapes, dtype, device)
     return found
 
 
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _table_on_device(addresses: Tuple[int, ...], rows: int, device: torch.device) -> Tensor:
+    if not _capturing(device):
+        return torch.tensor(addresses, dtype=torch.int64).reshape(rows, TABLE_FIELDS).to(device)
+    # A capture whose parameters moved since the warm-up (e.g. per-step casts, allocated from the
+    # graph's pool): a host-to-device copy cannot be captured, fills can (the graph replays them).
+    table = torch.empty(rows * TABLE_FIELDS, dtype=torch.int64, device=device)
+    for k, address in enumerate(addresses):
+        table[k].fill_(address)
+    return table.view(rows, TABLE_FIELDS)
+
+
 def address_table(params: Sequence[Sequence[Optional[Tensor]]], device: torch.device) -> Tensor:
     """(n, TABLE_FIELDS) int64 addresses of each unit's (w1, w2, w3, b1, b2, b3), 0 for no bias;
-    cached by the addresses themselves (a stale entry cannot be wrong: same addresses, same table)."""
+    cached by the addresses themselves (a stale entry cannot be wrong: same addresses, same table).
+    Tables made during a CUDA-graph capture are never evicted: the graph reads them at every replay."""
     addresses = tuple(t.data_ptr() if t is not None else 0 for unit in params for t in unit)
     key = (device, addresses)
+    table = _CAPTURED_TABLES.get(key)
+    if table is not None:
+        return table
     table = _TABLES.get(key)
     if table is None:
-        table = torch.tensor(addresses, dtype=torch.int64).reshape(len(params), TABLE_FIELDS).to(device)
+        table = _table_on_device(addresses, len(params), device)
+        if _capturing(device):
+            _CAPTURED_TABLES[key] = table
+            return table
         _TABLES[key] = table
         while len(_TABLES) > TABLE_CACHE_SIZE:
             _TABLES.popitem(last=False)
