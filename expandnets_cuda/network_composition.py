@@ -3,16 +3,19 @@
 ``expand_model`` installs a ``NetworkComposer`` on the model it returns: a forward pre-hook that,
 when autograd is on, composes all fused units at once and stages each unit's ``(W_eff, b_eff)``;
 each unit then takes its staged weight instead of composing alone (``FusedUnit._composed``).
-Units of equal shapes that share a composer form one group and are composed by *one* batched
-call (their parameters concatenated along the group dimension, which CL/FC composition already
-batches over: torch GEMMs, Triton/CUDA kernel grids), so backward maps every composed-weight
-gradient of the group back in one call too. The launches a fused network adds per step then
-grow with the number of distinct unit shapes, not with depth. (CK units, and units of
-different shapes, still compose one call each: a work-list kernel over unequal shapes is not
-built yet.) Units still work alone: a unit without a staged weight (first step,
-evaluation, ``torch.compile``, a model without the composer) composes itself.
 
-The training loop does not change: the hook runs inside ``model(x)``.
+* A composer with ``cl_many`` (the Triton and CUDA work-list kernels) composes *every* CL/FC unit
+  it runs, whatever their shapes, in one call: a fixed number of launches forward and backward.
+* Otherwise units of equal shapes that share a composer form one group, composed by one batched
+  call (their parameters concatenated along the group dimension, which CL/FC composition already
+  batches over). On a CPU only small units are batched so: there a call costs microseconds of
+  dispatch, not a launch, and the concatenation would copy every parameter each step.
+* CK units compose one call each (a work list over CK folds is not built).
+
+So on the kernel backends the launches a fused network adds per step do not grow with its depth.
+Units still work alone: a unit without a staged weight (first step, evaluation, ``torch.compile``,
+a model without the composer) composes itself. The training loop does not change: the hook runs
+inside ``model(x)``.
 """
 from __future__ import annotations
 
@@ -27,31 +30,69 @@ Tensor = torch.Tensor
 Composed = Tuple[Tensor, Optional[Tensor]]
 
 
+def _strategy(unit: FusedUnit) -> str:
+    return getattr(unit.spec, "strategy", "fc")
+
+
+def _uses_cl_many(unit: FusedUnit, composer) -> bool:
+    return getattr(composer, "cl_many", None) is not None and _strategy(unit) in ("cl", "fc")
+
+
 def _group_key(unit: FusedUnit, composer) -> tuple:
+    first = unit.layers[0]
+    if _uses_cl_many(unit, composer):  # any shapes; one dtype, device and bias setting per call
+        return (composer.name, "cl_many", first.bias is not None, first.weight.dtype, first.weight.device)
     params = tuple((tuple(p.shape), p.dtype, p.device) for p in unit.layers.parameters())
-    return (composer.name, type(unit).__name__, getattr(unit.spec, "strategy", "fc"),
-            getattr(unit.spec, "groups", 1), params)
+    return (composer.name, type(unit).__name__, _strategy(unit), getattr(unit.spec, "groups", 1), params)
 
 
 # Composers whose ``cl(w1, b1, w2, b2, w3, b3, groups)`` runs all groups in one batched call
 # (torch GEMMs; the Triton and CUDA kernels take a group dimension in their grid).
 GROUP_BATCHED_COMPOSERS = ("torch", "triton", "cuda")
 
+# On a CPU, units up to this many parameters are batched by concatenation: beyond it the copy of
+# the parameters (and the split of their gradients) costs more than the calls it saves.
+CPU_BATCH_MAX_PARAMS = 1 << 17
+
 
 def _batchable(unit: FusedUnit, composer) -> bool:
     """CL/FC composition batches over groups, so equal units concatenate along that dimension."""
-    return composer.name in GROUP_BATCHED_COMPOSERS and getattr(unit.spec, "strategy", "fc") in ("cl", "fc")
+    if composer.name not in GROUP_BATCHED_COMPOSERS or _strategy(unit) not in ("cl", "fc"):
+        return False
+    weight = unit.layers[0].weight
+    return weight.device.type != "cpu" or sum(p.numel() for p in unit.layers.parameters()) <= CPU_BATCH_MAX_PARAMS
+
+
+def _composes_in_one_call(units: List[FusedUnit], composer) -> bool:
+    return _uses_cl_many(units[0], composer) or (len(units) > 1 and _batchable(units[0], composer))
+
+
+def _as_cl_args(unit: FusedUnit, weights, biases) -> tuple:
+    """``cl``'s arguments for a unit: FC as a CL unit of one group and one tap."""
+    b1, b2, b3 = biases if biases is not None else (None, None, None)
+    if _strategy(unit) == "fc":
+        weights = [w.reshape(*w.shape, 1, 1) for w in weights]
+        return (weights[0], b1, weights[1], b2, weights[2], b3, 1)
+    return (weights[0], b1, weights[1], b2, weights[2], b3, unit.spec.groups)
+
+
+def _compose_many(composer, units: List[FusedUnit], dtype) -> List[Composed]:
+    composed = composer.cl_many([_as_cl_args(unit, *unit._params(dtype)) for unit in units])
+    return [(w.reshape(w.shape[0], w.shape[1]) if _strategy(unit) == "fc" else w, b)
+            for unit, (w, b) in zip(units, composed)]
 
 
 def _compose_group(composer, units: List[FusedUnit]) -> List[Composed]:
-    """Every unit's ``(W_eff, b_eff)``: one batched call for a batchable group of >1 unit."""
+    """Every unit's ``(W_eff, b_eff)``: one call for a ``cl_many`` or batchable group."""
     first = units[0]
     dtype = compose_dtype(first.layers[0].weight.dtype)
     with torch.autocast(device_type=first.layers[0].weight.device.type, enabled=False):
+        if _uses_cl_many(first, composer):
+            return _compose_many(composer, units, dtype)
         if len(units) == 1 or not _batchable(first, composer):
             return [unit._compose_with(composer, *unit._params(dtype)) for unit in units]
         per_unit = [unit._params(dtype) for unit in units]
-        fc = getattr(first.spec, "strategy", "fc") == "fc"
+        fc = _strategy(first) == "fc"
         # Concatenated along dim 0, each unit is a block of groups; FC is CL with one group, one tap.
         weights = [torch.cat([w[j] for w, _ in per_unit]) for j in range(3)]
         if fc:
@@ -94,7 +135,7 @@ class NetworkComposer:
         for composer, units in self.groups().values():
             for unit, composed in zip(units, _compose_group(composer, units)):
                 unit.__dict__[STAGED] = (composer.name, composed)
-            calls += 1 if (len(units) > 1 and _batchable(units[0], composer)) else len(units)
+            calls += 1 if _composes_in_one_call(units, composer) else len(units)
         return calls
 
     def clear(self) -> None:

@@ -71,6 +71,60 @@ def test_equal_units_form_one_group_composed_by_one_call():
     composer.clear()
 
 
+@pytest.fixture
+def counting_many_composer():
+    """A composer named ``many-test`` whose ``cl_many`` records each call (and composes unit by
+    unit with the torch composer, so only the routing is under test)."""
+    from expandnets_cuda import backends, composition
+    calls = []
+
+    def cl_many(units):
+        calls.append([tuple(args[2].shape) for args in units])
+        return [composition.compose_cl(*args) for args in units]
+
+    torch_composer = backends.resolve("torch").composer
+    composer = backends.Composer("many-test", torch_composer.cl, torch_composer.ck, torch_composer.fc,
+                                 cl_many=cl_many)
+    backends.register_composer("many-test", lambda: composer)
+    try:
+        yield calls
+    finally:
+        backends._COMPOSER_LOADERS.pop("many-test")
+        backends._LOADED.pop(("composer", "many-test"), None)
+
+
+def test_a_cl_many_composer_composes_units_of_every_shape_in_one_call(counting_many_composer):
+    """Three CL convs of different shapes (one grouped) and three FC layers: one ``cl_many`` call
+    per forward, with the same outputs and gradients as the unfused chain."""
+    torch.manual_seed(0)
+    fused = ec.expand_model(mixed_net(), "cl", 2, fc=True, backend="many-test+torch").double()
+    reference = _without_composer(fused)
+    for unit in reference.modules():
+        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
+            unit.backend = "reference"
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    for step in range(2):  # the first step records each unit's composer; the second composes as a network
+        y, grads = _step_grads(fused, x)
+        y_ref, grads_ref = _step_grads(reference, x)
+        assert_rel_close(y, y_ref, REL_TOL[torch.float64], f"step {step} output")
+        for (name, _), g, g_ref in zip(fused.named_parameters(), grads, grads_ref):
+            assert_rel_close(g, g_ref, REL_TOL[torch.float64], f"step {step} grad {name}")
+    assert len(counting_many_composer) == 1, counting_many_composer
+    assert len(counting_many_composer[0]) == 6 and len(set(counting_many_composer[0])) == 6  # all W2 shapes differ
+    assert fused._network_composer.compose() == 1
+    fused._network_composer.clear()
+
+
+def test_cpu_batches_only_small_equal_units():
+    small = ec.expand_model(chain_net(2), "cl", 2, backend="torch")
+    large = ec.expand_model(chain_net(2, channels=64), "cl", 4, backend="torch")
+    for model, batched in ((small, True), (large, False)):
+        model(torch.randn(1, model[0].in_channels, 6, 6))
+        composer = model._network_composer
+        (unit_composer, units), = [group for group in composer.groups().values() if len(group[1]) == 2]
+        assert network_composition._batchable(units[0], unit_composer) is batched
+
+
 def _added_launches(depth: int, strategy: str = "cl", **expand) -> int:
     torch.manual_seed(0)
     x, y = torch.randn(2, 6, 6, 6), torch.randint(0, 5, (2,))
