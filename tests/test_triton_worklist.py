@@ -6,13 +6,15 @@ copies nothing (the work list and the address table are cached).
 On a CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set by conftest.py):
 the shapes are tiny, each launch a few dozen programs.
 """
+import itertools
+
 import pytest
 import torch
 
 from bench.launches import DispatchCounter
 from expandnets_cuda import composition
 
-pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
+triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
 from expandnets_cuda.triton_backend import cl_worklist_gate, cl_worklist_ops, offsets  # noqa: E402
 from expandnets_cuda.triton_backend.composer import load_composer  # noqa: E402
 
@@ -193,3 +195,22 @@ def test_a_capture_with_moved_inputs_fills_its_table_on_the_device(monkeypatch):
     for out, again in zip(outs, _flat(cl_worklist_ops.compose_cl_many(moved))):
         torch.testing.assert_close(again, out, rtol=0, atol=0)
     assert len(cl_worklist_ops._CAPTURED_TABLES) == 1
+
+
+def test_work_list_covers_every_tile_of_every_unit_once():
+    shapes = ((1, 40, 70, 3, 100, 9), (4, 2, 1, 2, 1, 6), (2, 17, 33, 65, 5, 1))  # (G, A, I, C, O, T)
+    work = cl_worklist_ops.build_work_list(shapes, torch.float32, torch.device("cpu"))
+    extents = {"fwd": ("GT", "O", "I"), "bias": ("G", "O", None), "bwd_w1": ("G", "A", "I"),
+               "bwd_w2": ("GT", "C", "A"), "bwd_w3": ("G", "O", "C"), "bias_bwd": ("G", "A", None)}
+    edges = {"O": "BO", "I": "BI", "A": "BA", "C": "BC"}
+    for name, (outer, m, n) in extents.items():
+        launch = work.launches[name]
+        want = []
+        for u, (G, A, I, C, O, T) in enumerate(shapes):
+            size = dict(G=G, GT=G * T, A=A, I=I, C=C, O=O)
+            tiles = [triton.cdiv(size[d], launch[edges[d]]) if d else 1 for d in (m, n)]
+            want += [(u, *rest) for rest in itertools.product(range(size[outer]), *map(range, tiles))]
+        got = [tuple(row) for row in work.items[name].tolist()]
+        assert sorted(got) == sorted(want), name
+    assert work.units[:, :6].tolist() == [list(s) for s in shapes]
+    assert work.units[1, 6] == shapes[0][0] * shapes[0][4] * shapes[0][2] * shapes[0][5]  # W offset of unit 1

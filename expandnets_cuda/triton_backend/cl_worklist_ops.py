@@ -86,24 +86,41 @@ def _kind_sizes(shape: Shape) -> Dict[str, int]:
             "b1": G * A, "b2": G * C}
 
 
+def _unit_items(u: int, shape: Shape, launch: Dict[str, lc.Launch]) -> Dict[str, Tuple[int, Tensor]]:
+    """Unit ``u``'s items per kernel, each with the length of one item's reduction loops (in tiles)."""
+    G, A, I, C, O, T = shape
+    f, b, w1, w2 = launch["fwd"], launch["bias"], launch["bwd_w1"], launch["bwd_w2"]
+    w3, bb = launch["bwd_w3"], launch["bias_bwd"]
+    return {
+        "fwd": (_tiles(C, f["BC"]) * _tiles(A, f["BA"]),
+                _items_of(u, G * T, _tiles(O, f["BO"]), _tiles(I, f["BI"]))),
+        "bias": (_tiles(C, b["BC"]) * _tiles(A * T, b["BK"]), _items_of(u, G, _tiles(O, b["BO"]), 1)),
+        "bwd_w1": (T * _tiles(C, w1["BC"]) * _tiles(O, w1["BO"]),
+                   _items_of(u, G, _tiles(A, w1["BA"]), _tiles(I, w1["BI"]))),
+        "bwd_w2": (_tiles(O, w2["BO"]) * _tiles(I, w2["BI"]),
+                   _items_of(u, G * T, _tiles(C, w2["BC"]), _tiles(A, w2["BA"]))),
+        "bwd_w3": (T * _tiles(A, w3["BA"]) * _tiles(I, w3["BI"]),
+                   _items_of(u, G, _tiles(O, w3["BO"]), _tiles(C, w3["BC"]))),
+        "bias_bwd": (_tiles(C, bb["BC"]) * (_tiles(O, bb["BO"]) + T), _items_of(u, G, _tiles(A, bb["BA"]), 1)),
+    }
+
+
 def build_work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch.device) -> WorkList:
     launch = launches_for(*(max(s[k] for s in shapes) for k in range(1, 6)), dtype)
     sizes = {kind: [_kind_sizes(s)[kind] for s in shapes] for kind in KINDS}
     records, items = [], {name: [] for name in KERNELS}
-    for u, (G, A, I, C, O, T) in enumerate(shapes):
+    for u, shape in enumerate(shapes):
         starts = [sum(sizes[kind][:u]) for kind in KINDS]
-        records.append([G, A, I, C, O, T, *starts] + [0] * (UNIT_FIELDS - 6 - len(starts)))
-        f, b, w1, w2 = launch["fwd"], launch["bias"], launch["bwd_w1"], launch["bwd_w2"]
-        w3, bb = launch["bwd_w3"], launch["bias_bwd"]
-        items["fwd"].append(_items_of(u, G * T, _tiles(O, f["BO"]), _tiles(I, f["BI"])))
-        items["bias"].append(_items_of(u, G, _tiles(O, b["BO"]), 1))
-        items["bwd_w1"].append(_items_of(u, G, _tiles(A, w1["BA"]), _tiles(I, w1["BI"])))
-        items["bwd_w2"].append(_items_of(u, G * T, _tiles(C, w2["BC"]), _tiles(A, w2["BA"])))
-        items["bwd_w3"].append(_items_of(u, G, _tiles(O, w3["BO"]), _tiles(C, w3["BC"])))
-        items["bias_bwd"].append(_items_of(u, G, _tiles(A, bb["BA"]), 1))
+        records.append([*shape, *starts] + [0] * (UNIT_FIELDS - 6 - len(starts)))
+        for name, (cost, rows) in _unit_items(u, shape, launch).items():
+            items[name].append((cost, rows))
     units = torch.tensor(records, dtype=torch.int64).to(device)
-    items = {name: torch.cat(rows).contiguous().to(device) for name, rows in items.items()}
-    return WorkList(shapes, units, items, launch, sizes)
+    # The longest items first: the GPU starts programs roughly in order, so the short ones fill
+    # in behind them instead of leaving a tail of long programs on a few SMs.
+    ordered = {name: torch.cat([rows for _, rows in sorted(per_unit, key=lambda cr: -cr[0])])
+               for name, per_unit in items.items()}
+    return WorkList(shapes, units, {name: rows.contiguous().to(device) for name, rows in ordered.items()},
+                    launch, sizes)
 
 
 _WORK_LISTS: Dict[tuple, WorkList] = {}
