@@ -244,16 +244,21 @@ std::vector<ClShape> work_shapes(const char* op, at::TensorList w1, at::TensorLi
   return shapes;
 }
 
-// A planned table of units on the device, and its totals.
+// A planned table of units on the device, its totals, the stream it was allocated on, and whether
+// a CUDA graph captured it (then the graph holds its address: it stays allocated for good).
 struct WorkList {
   Tensor table;
   expandnets::ClWorkTotals total;
+  c10::Stream built_on;
+  bool captured = false;
 };
 
 // The table of these units, built and copied to the device once per set of (pointers, shapes): the
 // table holds nothing else, so an entry found again is right whatever happened in between, and a
 // step whose inputs stay where they are (parameters updated in place) reuses it with no host-to-
-// device copy and no synchronization, as CUDA-graph capture needs. At most kMaxWorkLists are kept.
+// device copy and no synchronization, as CUDA-graph capture needs. Past kMaxWorkLists entries
+// (inputs that move every step, e.g. copies of non-contiguous ones) those no graph captured are
+// dropped; the allocator frees them in stream order (record_stream for tables read elsewhere).
 template <typename T>
 WorkList work_list(const char* op, at::TensorList w1, at::TensorList w2, at::TensorList w3, at::TensorList b1,
                    at::TensorList b2, at::TensorList b3) {
@@ -269,9 +274,19 @@ WorkList work_list(const char* op, at::TensorList w1, at::TensorList w2, at::Ten
     key.insert(key.end(), {ptr(w1[u]), ptr(w2[u]), ptr(w3[u]), s.groups, s.a, s.i, s.c, s.o, s.taps});
     if (biases) key.insert(key.end(), {ptr(b1[u]), ptr(b2[u]), ptr(b3[u])});
   }
+  const c10::Stream stream = c10::cuda::getCurrentCUDAStream();
+  const bool capturing = c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
   const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto found = cache.find(key); found != cache.end()) return found->second;
-  TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None, op,
+  if (const auto found = cache.find(key); found != cache.end()) {
+    WorkList& list = found->second;
+    if (capturing) {
+      list.captured = true;
+    } else if (stream != list.built_on) {
+      list.table.record_stream(stream);
+    }
+    return list;
+  }
+  TORCH_CHECK(!capturing, op,
               ": these units' work list is not built yet, and building it copies to the device, which a CUDA graph "
               "capture cannot do: run one step (forward and backward) before capturing");
   std::vector<expandnets::ClWorkUnit<T>> units(shapes.size());
@@ -285,13 +300,14 @@ WorkList work_list(const char* op, at::TensorList w1, at::TensorList w2, at::Ten
     units[u].b3 = biases ? in<T>(b3[u]) : nullptr;
     units[u].shape = shapes[u];
   }
-  WorkList list;
-  list.total = expandnets::cl_worklist_plan(units.data(), int64_t(units.size()));
+  WorkList list{Tensor(), expandnets::cl_worklist_plan(units.data(), int64_t(units.size())), stream};
   const int64_t bytes = int64_t(units.size() * sizeof(units[0]));
   Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
   std::memcpy(host.mutable_data_ptr(), units.data(), size_t(bytes));
   list.table = host.to(w2[0].device());
-  if (cache.size() >= kMaxWorkLists) cache.clear();
+  if (cache.size() >= kMaxWorkLists) {
+    for (auto it = cache.begin(); it != cache.end();) it = it->second.captured ? std::next(it) : cache.erase(it);
+  }
   cache.emplace(std::move(key), list);
   return list;
 }

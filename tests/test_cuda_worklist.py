@@ -52,6 +52,62 @@ def torch_many(w1s, w2s, w3s, b1s, b2s, b3s):
     return torch.cat(weights), torch.cat(biases) if biases else w2s[0].new_empty((0,))
 
 
+# The CUDA ops' schemas (csrc/binding.cpp) in a test namespace, implemented in torch on the CPU, with
+# worklist_layout's fake implementations and autograd: what the CUDA ops register, minus the kernels.
+_TEST_LIB = torch.library.Library("expandnets_worklist_test", "DEF")
+_TEST_LIB.define("many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor)")
+_TEST_LIB.define("many_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
+                 "Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+
+
+def _cpu_many(*lists):
+    with torch.no_grad():
+        return torch_many(*lists)
+
+
+def _cpu_many_backward(grad_w, grad_bias, w1s, w2s, w3s, b1s, b2s, b3s):
+    """The kernels' backward formulas (worklist.h) in torch, flat results per kind."""
+    dw1, dw2, dw3, db1, db2 = [], [], [], [], []
+    w_at = b_at = 0
+    for k, (w1, w2, w3) in enumerate(zip(w1s, w2s, w3s)):
+        g, o, c = w3.shape
+        n = worklist_layout.weight_numel(w1, w2, w3)
+        dw = grad_w[w_at:w_at + n].view(g, o, w1.shape[2], w2.shape[3])
+        w_at += n
+        d_w2 = torch.einsum("goc,goit,gai->gcat", w3, dw, w1)
+        d_w3 = torch.einsum("goit,gai,gcat->goc", dw, w1, w2)
+        if b1s:
+            gb = grad_bias[b_at:b_at + g * o].view(g, o)
+            b_at += g * o
+            inner = torch.einsum("gcat,ga->gc", w2, b1s[k]) + b2s[k]
+            d_inner = torch.einsum("goc,go->gc", w3, gb)
+            d_w2 = d_w2 + torch.einsum("gc,ga->gca", d_inner, b1s[k]).unsqueeze(3)
+            d_w3 = d_w3 + torch.einsum("go,gc->goc", gb, inner)
+            db1.append(torch.einsum("gcat,gc->ga", w2, d_inner).reshape(-1))
+            db2.append(d_inner.reshape(-1))
+        dw1.append(torch.einsum("gcat,goc,goit->gai", w2, w3, dw).reshape(-1))
+        dw2.append(d_w2.reshape(-1))
+        dw3.append(d_w3.reshape(-1))
+    return tuple(torch.cat(parts) if parts else grad_w.new_empty((0,)) for parts in (dw1, dw2, dw3, db1, db2))
+
+
+_TEST_LIB.impl("many", _cpu_many, "CPU")
+_TEST_LIB.impl("many_backward", _cpu_many_backward, "CPU")
+torch.library.register_fake("expandnets_worklist_test::many", worklist_layout.many_fake, lib=_TEST_LIB)
+torch.library.register_fake("expandnets_worklist_test::many_backward", worklist_layout.many_backward_fake,
+                            lib=_TEST_LIB)
+_setup, _backward = worklist_layout.autograd_of(torch.ops.expandnets_worklist_test.many_backward)
+torch.library.register_autograd("expandnets_worklist_test::many", _backward, setup_context=_setup, lib=_TEST_LIB)
+TEST_MANY = torch.ops.expandnets_worklist_test.many
+
+
+def canonical_lists(units):
+    canon = [worklist_layout.canonical_unit(*unit) for unit in units]
+    biases = canon[0].b1 is not None
+    return [[getattr(u, name) for u in canon] if biases or name[0] == "w" else []
+            for name in ("w1", "w2", "w3", "b1", "b2", "b3")]
+
+
 def compare_with_compose_cl(composed_many, units, rtol):
     """Outputs and the gradients of every input of cl_many's results against compose_cl's."""
     expected = [composition.compose_cl(*unit) for unit in units]
@@ -79,10 +135,40 @@ def test_layout_composes_unequal_units_like_compose_cl(biases):
     compare_with_compose_cl(worklist_layout.compose_units(units, torch_many), units, 1e-10)
 
 
+@pytest.mark.parametrize("biases", [True, False])
+def test_registered_op_fake_and_autograd_on_cpu(biases):
+    """The CUDA ops' schema with the fake impls and autograd of worklist_layout, their kernels
+    replaced by torch: gradients of every input equal compose_cl's, and opcheck passes."""
+    units = make_units(UNITS, biases)
+    compare_with_compose_cl(worklist_layout.compose_units(units, TEST_MANY), units, 1e-10)
+    lists = canonical_lists(units)
+    torch.library.opcheck(TEST_MANY, tuple(lists))
+    flat_w, flat_b = TEST_MANY(*lists)
+    detached = [[t.detach() for t in ts] for ts in lists]
+    torch.library.opcheck(torch.ops.expandnets_worklist_test.many_backward,
+                          (torch.randn_like(flat_w), torch.randn_like(flat_b), *detached),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_registered_op_compiles_fullgraph_on_cpu():
+    units = make_units(UNITS[:3], True)
+    groups = [unit[6] for unit in units]
+
+    def loss(*tensors):
+        rebuilt = [(*tensors[6 * k:6 * k + 6], g) for k, g in enumerate(groups)]
+        return sum(w.square().sum() + b.sum() for w, b in worklist_layout.compose_units(rebuilt, TEST_MANY))
+
+    torch._dynamo.reset()
+    inputs = inputs_of(units)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(*inputs), loss(*inputs), rtol=1e-10, atol=1e-10)
+    for got, want in zip(torch.autograd.grad(compiled(*inputs), inputs), torch.autograd.grad(loss(*inputs), inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_layout_fake_shapes_match_the_flat_results():
     units = make_units(UNITS, True)
-    canon = [worklist_layout.canonical_unit(*unit) for unit in units]
-    lists = [[getattr(u, name) for u in canon] for name in ("w1", "w2", "w3", "b1", "b2", "b3")]
+    lists = canonical_lists(units)
     flat_w, flat_b = torch_many(*lists)
     metas = [[t.detach().to("meta") for t in tensors] for tensors in lists]
     fake_w, fake_b = worklist_layout.many_fake(*metas)
@@ -182,20 +268,18 @@ def test_cl_many_ops_pass_opcheck_and_compile():
     _composer()
     from expandnets_cuda.cuda_backend import worklist_ops
     units = make_units(UNITS[:3], True, dtype=torch.float32, device="cuda")
-    canon = [worklist_layout.canonical_unit(*unit) for unit in units]
-    lists = [[getattr(u, name) for u in canon] for name in ("w1", "w2", "w3", "b1", "b2", "b3")]
+    lists = canonical_lists(units)
     fake_only = ("test_schema", "test_faketensor")
-    torch.library.opcheck(worklist_ops.cl_many, tuple(lists), test_utils=fake_only)
+    torch.library.opcheck(worklist_ops.cl_many, tuple(lists))
     flat_w, flat_b = worklist_ops.cl_many(*lists)
     detached = [[t.detach() for t in ts] for ts in lists]
     torch.library.opcheck(worklist_ops.cl_many_backward, (torch.randn_like(flat_w), torch.randn_like(flat_b),
                                                           *detached), test_utils=fake_only)
     torch._dynamo.reset()
+    groups = [unit[6] for unit in units]
 
     def loss(*tensors):
-        groups = [unit[6] for unit in units]
-        rebuilt = [(tensors[6 * k], tensors[6 * k + 1], tensors[6 * k + 2], tensors[6 * k + 3], tensors[6 * k + 4],
-                    tensors[6 * k + 5], g) for k, g in enumerate(groups)]
+        rebuilt = [(*tensors[6 * k:6 * k + 6], g) for k, g in enumerate(groups)]
         return sum(w.square().sum() + b.sum() for w, b in worklist_ops.compose_cl_many(rebuilt))
 
     inputs = inputs_of(units)

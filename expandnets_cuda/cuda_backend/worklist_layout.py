@@ -1,8 +1,9 @@
 """How the work-list composition (``expandnets::cuda_cl_many``, csrc/expandnets/worklist.h) lays out
 many CL/FC units: each unit's tensors in the kernels' canonical shapes, and every result kind as one
 flat buffer with the units' slices back to back in unit order (the offsets ``cl_worklist_plan``
-assigns). Pure torch and no extension: the fake implementations and the per-unit views are built
-from it, and it runs anywhere (tests/test_cuda_worklist.py checks it on the CPU)."""
+assigns). Pure torch and no extension: the fake implementations, the autograd and the per-unit
+views are built from it, and it runs anywhere (tests/test_cuda_worklist.py checks it on the CPU
+with a torch stand-in for the kernels behind the same schema)."""
 from __future__ import annotations
 
 import math
@@ -63,6 +64,27 @@ def split_like(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> List[torc
         return []
     pieces = flat.split([t.numel() for t in tensors])
     return [piece.view(t.shape) for piece, t in zip(pieces, tensors)]
+
+
+def autograd_of(many_backward: Callable):
+    """``(setup_context, backward)`` for ``torch.library.register_autograd`` of the many-units op, with
+    ``many_backward(grad_w, grad_bias, w1s, ..., b3s) -> flat (dw1, dw2, dw3, db1, db2)``: saves only
+    the inputs; every input's gradient is a view of one flat buffer (db3 is grad_bias itself)."""
+    def setup_context(ctx, inputs, output):
+        w1s, w2s, w3s, b1s, b2s, b3s = inputs
+        ctx.units, ctx.biases = len(w2s), len(b1s) > 0
+        ctx.save_for_backward(*w1s, *w2s, *w3s, *b1s, *b2s, *b3s)
+
+    def backward(ctx, grad_w, grad_bias):
+        n, saved = ctx.units, ctx.saved_tensors
+        w1s, w2s, w3s = (list(saved[k * n:(k + 1) * n]) for k in range(3))
+        b1s, b2s, b3s = (list(saved[k * n:(k + 1) * n]) for k in range(3, 6)) if ctx.biases else ([], [], [])
+        grad_bias = grad_bias.contiguous() if ctx.biases else grad_w.new_empty((0,))
+        dw1, dw2, dw3, db1, db2 = many_backward(grad_w.contiguous(), grad_bias, w1s, w2s, w3s, b1s, b2s, b3s)
+        return (split_like(dw1, w1s), split_like(dw2, w2s), split_like(dw3, w3s), split_like(db1, b1s),
+                split_like(db2, b2s), split_like(grad_bias, b3s))
+
+    return setup_context, backward
 
 
 def compose_units(units, many: Callable) -> List[Tuple[torch.Tensor, Optional[torch.Tensor]]]:

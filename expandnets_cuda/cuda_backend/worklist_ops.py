@@ -21,25 +21,8 @@ cl_many_backward = torch.ops.expandnets.cuda_cl_many_backward
 torch.library.register_fake("expandnets::cuda_cl_many")(worklist_layout.many_fake)
 torch.library.register_fake("expandnets::cuda_cl_many_backward")(worklist_layout.many_backward_fake)
 
-
-def _save_inputs(ctx, inputs, output):
-    w1s, w2s, w3s, b1s, b2s, b3s = inputs
-    ctx.units, ctx.biases = len(w2s), len(b1s) > 0
-    ctx.save_for_backward(*w1s, *w2s, *w3s, *b1s, *b2s, *b3s)
-
-
-def _cl_many_grad(ctx, grad_w, grad_bias):
-    n, saved = ctx.units, ctx.saved_tensors
-    w1s, w2s, w3s = (list(saved[k * n:(k + 1) * n]) for k in range(3))
-    b1s, b2s, b3s = (list(saved[k * n:(k + 1) * n]) for k in range(3, 6)) if ctx.biases else ([], [], [])
-    grad_bias = grad_bias.contiguous() if ctx.biases else grad_w.new_empty((0,))
-    dw1, dw2, dw3, db1, db2 = cl_many_backward(grad_w.contiguous(), grad_bias, w1s, w2s, w3s, b1s, b2s, b3s)
-    split = worklist_layout.split_like
-    return (split(dw1, w1s), split(dw2, w2s), split(dw3, w3s), split(db1, b1s), split(db2, b2s),
-            split(grad_bias, b3s))
-
-
-torch.library.register_autograd("expandnets::cuda_cl_many", _cl_many_grad, setup_context=_save_inputs)
+_setup_context, _backward = worklist_layout.autograd_of(cl_many_backward)
+torch.library.register_autograd("expandnets::cuda_cl_many", _backward, setup_context=_setup_context)
 
 
 def compose_cl_many(units):
