@@ -214,3 +214,20 @@ def test_work_list_covers_every_tile_of_every_unit_once():
         assert sorted(got) == sorted(want), name
     assert work.units[:, :6].tolist() == [list(s) for s in shapes]
     assert work.units[1, 6] == shapes[0][0] * shapes[0][4] * shapes[0][2] * shapes[0][5]  # W offset of unit 1
+
+
+def test_cl_many_compiles_whole_graph_with_its_gradients():
+    units = [make_unit(*shape, bias=True) for shape in MANY[:3]]
+    params = _parameters(units)
+
+    def loss(*flat_params):
+        it = iter(flat_params)
+        rebuilt = [tuple(next(it) if torch.is_tensor(t) else t for t in unit) for unit in units]
+        return sum(o.square().sum() for o in _flat(cl_worklist_ops.compose_cl_many(rebuilt)))
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    got = compiled(*params)
+    want = loss(*params)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
