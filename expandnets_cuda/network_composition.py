@@ -132,6 +132,12 @@ class NetworkComposer:
     def compose(self) -> int:
         """Stage ``(W_eff, b_eff)`` on every unit; returns the number of composition calls made."""
         calls = 0
+        with torch.profiler.record_function("expandnets::network_compose"):
+            calls = self._compose_groups()
+        return calls
+
+    def _compose_groups(self) -> int:
+        calls = 0
         for composer, units in self.groups().values():
             for unit, composed in zip(units, _compose_group(composer, units)):
                 unit.__dict__[STAGED] = (composer.name, composed)

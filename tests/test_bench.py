@@ -192,3 +192,29 @@ def test_saved_bytes_leaves_out_parameters():
     x = torch.randn(7, 100, requires_grad=True)
     assert saved_for_backward_bytes(lambda: layer(x).sum()) == 7 * 100 * 4 + 100 * 100 * 4
     assert saved_for_backward_bytes(lambda: layer(x).sum(), layer.parameters()) == 7 * 100 * 4
+
+
+def test_step_profile_attributes_the_added_time_and_counts_the_floor():
+    from bench import step_profile
+    r = step_profile.report("smallnet3", "cl+fc", 2.0, 2, torch.device("cpu"), steps=1)
+    assert r["compact"]["composition"] == 0.0 and r["fused"]["composition"] > 0.0
+    assert r["fused"]["optimizer"] > 0.0 and r["composition_floor_ms"] > 0.0
+    text = step_profile.format_report(r)
+    assert "composition floor" in text and text.count("\n") >= 6
+
+
+@pytest.mark.parametrize("strategy", ["cl", "ck"])
+def test_composition_macs_follow_the_cost_model(strategy):
+    """CL: the cheaper forward order + the chosen backward plan per group; CK: every fold forward,
+    the partials again and two GEMMs per fold backward (counted by hand for a 5x5 -> two 3x3)."""
+    from bench import step_profile
+    from expandnets_cuda import composition_products as products
+    unit = ec.FusedExpandConv2d(4, 6, 5, padding=2, strategy=strategy, rate=2, backend="torch")
+    macs = step_profile.composition_macs(unit)
+    if strategy == "cl":
+        i, a, c, o, t = 4, 8, 12, 6, 25
+        assert macs == min(products.cl_cost(i, a, c, o, t, 1)) + products.cl_backward_plan(i, a, c, o, t).cost
+    else:
+        (o0, i0), (o1, _) = [tuple(layer.weight.shape[:2]) for layer in unit.layers]
+        fold = o1 * 9 * o0 * i0 * 9  # the only fold: (o1, o0, 3x3) after (o0, i0, 3x3)
+        assert macs == fold + 0 + 2 * fold
