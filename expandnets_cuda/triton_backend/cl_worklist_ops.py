@@ -37,6 +37,7 @@ Shape = Tuple[int, int, int, int, int, int]  # G, A, I, C, O, T
 UNIT_FIELDS, ITEM_FIELDS, TABLE_FIELDS = (kernels.UNIT_FIELDS.value, kernels.ITEM_FIELDS.value,
                                            kernels.TABLE_FIELDS.value)
 KERNELS = ("fwd", "bias", "bwd_w1", "bwd_w2", "bwd_w3", "bias_bwd")
+KINDS = ("W", "b", "W1", "W2", "W3", "b1", "b2")  # the flat buffers, in the order of the unit record's offsets
 TABLE_CACHE_SIZE = 256
 
 
@@ -71,13 +72,10 @@ class WorkList:
     units: Tensor  # (n, UNIT_FIELDS) int64, on the device
     items: Dict[str, Tensor]  # kernel -> (n_items, ITEM_FIELDS) int64, on the device
     launches: Dict[str, lc.Launch]
-    sizes: Dict[str, List[int]]  # kind (W, b, W1, W2, W3, b1, b2) -> elements per unit
+    totals: Dict[str, int]  # kind (W, b, W1, W2, W3, b1, b2) -> elements of its flat buffer
 
     def total(self, kind: str) -> int:
-        return sum(self.sizes[kind])
-
-
-KINDS = ("W", "b", "W1", "W2", "W3", "b1", "b2")
+        return self.totals[kind]
 
 
 def _kind_sizes(shape: Shape) -> Dict[str, int]:
@@ -107,11 +105,12 @@ def _unit_items(u: int, shape: Shape, launch: Dict[str, lc.Launch]) -> Dict[str,
 
 def build_work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch.device) -> WorkList:
     launch = launches_for(*(max(s[k] for s in shapes) for k in range(1, 6)), dtype)
-    sizes = {kind: [_kind_sizes(s)[kind] for s in shapes] for kind in KINDS}
     records, items = [], {name: [] for name in KERNELS}
+    totals = dict.fromkeys(KINDS, 0)
     for u, shape in enumerate(shapes):
-        starts = [sum(sizes[kind][:u]) for kind in KINDS]
-        records.append([*shape, *starts] + [0] * (UNIT_FIELDS - 6 - len(starts)))
+        records.append([*shape, *(totals[kind] for kind in KINDS)] + [0] * (UNIT_FIELDS - 6 - len(KINDS)))
+        for kind, size in _kind_sizes(shape).items():
+            totals[kind] += size
         for name, (cost, rows) in _unit_items(u, shape, launch).items():
             items[name].append((cost, rows))
     units = torch.tensor(records, dtype=torch.int64).to(device)
@@ -120,7 +119,7 @@ def build_work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch
     ordered = {name: torch.cat([rows for _, rows in sorted(per_unit, key=lambda cr: -cr[0])])
                for name, per_unit in items.items()}
     return WorkList(shapes, units, {name: rows.contiguous().to(device) for name, rows in ordered.items()},
-                    launch, sizes)
+                    launch, totals)
 
 
 _WORK_LISTS: Dict[tuple, WorkList] = {}
