@@ -31,6 +31,10 @@ Tensor = torch.Tensor
 MIN_TAPS_PER_GEMM = 16
 
 
+# Elements of the per-channel products ``dW1`` sums at a time (taps-last): a 1 MB transient.
+DW1_BLOCK_ELEMENTS = 1 << 18
+
+
 def is_taps_major(w2: Tensor) -> bool:
     """``w2 (g, c, a, t)`` stored with ``a`` innermost (channels-last), so ``(g, c*t, a)`` is a view."""
     g, c, a, t = w2.shape
@@ -169,8 +173,18 @@ class TapsLast(_Layout):
         return torch.bmm(self.w3.transpose(1, 2), qp.reshape(g, self.o, a * t)).reshape(g, c, a, t)
 
     def dw1_from_q(self, q: Tensor) -> Tensor:
+        """``sum_c W2[c] Q[c]``: batched over blocks of channels, so the per-channel products
+        in flight stay near ``DW1_BLOCK_ELEMENTS`` (a ``c*a*i`` transient would be freshly
+        allocated, i.e. page-faulted, and re-read every step)."""
         g, c, a, t, i = self.g, self.c, self.a, self.t, self.i
-        return torch.bmm(self.per_channel, q.reshape(g * c, t, i)).reshape(g, c, a, i).sum(dim=1)
+        w2, q = self.per_channel.reshape(g, c, a, t), q.reshape(g, c, t, i)
+        block = max(1, min(c, DW1_BLOCK_ELEMENTS // max(1, g * a * i)))
+        total = None
+        for c0 in range(0, c, block):
+            part = torch.bmm(w2[:, c0:c0 + block].reshape(-1, a, t), q[:, c0:c0 + block].reshape(-1, t, i))
+            part = part.reshape(g, -1, a, i).sum(dim=1)
+            total = part if total is None else total.add_(part)
+        return total
 
     def dw1_from_p(self, p: Tensor, dw: Tensor, dw_ti: Tensor) -> Tensor:
         g, o, a, t, i = self.g, self.o, self.a, self.t, self.i
