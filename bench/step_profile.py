@@ -165,10 +165,12 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--top", type=int, default=12, help="largest added operators to list")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(format_report(report(args.model, args.form, args.rate, args.batch, torch.device(args.device), args.steps)))
+    print(format_report(report(args.model, args.form, args.rate, args.batch, torch.device(args.device), args.steps,
+                               top=args.top)))
 
 
 if __name__ == "__main__":
