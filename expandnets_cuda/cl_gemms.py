@@ -173,12 +173,14 @@ class TapsLast(_Layout):
         return torch.bmm(self.w3.transpose(1, 2), qp.reshape(g, self.o, a * t)).reshape(g, c, a, t)
 
     def dw1_from_q(self, q: Tensor) -> Tensor:
-        """``sum_c W2[c] Q[c]``: batched over blocks of channels, so the per-channel products
-        in flight stay near ``DW1_BLOCK_ELEMENTS`` (a ``c*a*i`` transient would be freshly
-        allocated, i.e. page-faulted, and re-read every step)."""
+        """``sum_c W2[c] Q[c]``: on a CPU batched over blocks of channels, so the per-channel
+        products in flight stay near ``DW1_BLOCK_ELEMENTS`` (a ``c*a*i`` transient would be
+        freshly allocated, i.e. page-faulted, and re-read every step)."""
         g, c, a, t, i = self.g, self.c, self.a, self.t, self.i
         w2, q = self.per_channel.reshape(g, c, a, t), q.reshape(g, c, t, i)
-        block = max(1, min(c, DW1_BLOCK_ELEMENTS // max(1, g * a * i)))
+        block = c  # elsewhere one batched GEMM (one launch) is what counts
+        if w2.device.type == "cpu":
+            block = max(1, min(c, DW1_BLOCK_ELEMENTS // max(1, g * a * i)))
         total = None
         for c0 in range(0, c, block):
             part = torch.bmm(w2[:, c0:c0 + block].reshape(-1, a, t), q[:, c0:c0 + block].reshape(-1, t, i))

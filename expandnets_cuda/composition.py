@@ -166,7 +166,7 @@ class _ComposeCK(torch.autograd.Function):
         d_weights = [None] * n
         if d_kernel is not None:
             fold_weights = weights
-            if folds is TORCH_FOLDS:  # each weight feeds two products here: one taps-major copy
+            if folds is TORCH_FOLDS and weights[0].device.type == "cpu":  # one taps-major copy each (CPU folds)
                 fold_weights = [w.contiguous(memory_format=torch.channels_last) for w in weights]
             partial = _ck_partials(fold_weights, ctx.left_first, folds)
             grad = d_kernel

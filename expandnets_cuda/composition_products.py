@@ -127,10 +127,13 @@ def fold_forward(later: Tensor, earlier: Tensor) -> Tensor:
     One GEMM forms every (v, u) tap product; each tap of the kernel with fewer taps then adds its
     block of products onto the window of output taps it shifts to (a full 2-D correlation).
     Everything is taps-major (input channels innermost), so each block add runs over rows of
-    ``kw * i`` contiguous values; this replaces ``F.fold`` (col2im), which on CPU loops over the
-    ``o`` images of a transposed copy and cost more than the GEMM. Returns a channels-last view."""
+    ``kw * i`` contiguous values; on a CPU this replaces ``F.fold`` (col2im), which loops over the
+    ``o`` images of a transposed copy and cost more than the GEMM (elsewhere col2im is one launch
+    and stays). Returns a channels-last view on a CPU."""
     o, c, a, a2 = later.shape
     _, i, b, b2 = earlier.shape
+    if later.device.type != "cpu":
+        return _fold_forward_col2im(later, earlier)
     products = _taps_major(later).reshape(o * a * a2, c) @ _taps_major(earlier).reshape(c, b * b2 * i)
     products = products.reshape(o, a, a2, b, b2, i)
     kernel = products.new_zeros(o, a + b - 1, a2 + b2 - 1, i)
@@ -153,6 +156,8 @@ def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool =
     as channels-last views."""
     o, c, a, a2 = later.shape
     _, i, b, b2 = earlier.shape
+    if later.device.type != "cpu":
+        return _fold_backward_im2col(later, earlier, dk, need_later, need_earlier)
     dk = _taps_major(dk)
     if a * a2 <= b * b2:  # (o, V, b, b2, i)
         d_products = torch.stack([dk[:, y:y + b, x:x + b2] for y in range(a) for x in range(a2)], dim=1)
@@ -166,6 +171,27 @@ def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool =
     if need_earlier:
         d_earlier = _taps_major(later).reshape(o * a * a2, c).t() @ d_products
         d_earlier = d_earlier.reshape(c, b, b2, i).permute(0, 3, 1, 2)
+    return d_later, d_earlier
+
+
+# On a GPU one col2im / im2col launch beats the per-tap block adds (one launch each).
+def _fold_forward_col2im(later: Tensor, earlier: Tensor) -> Tensor:
+    o, c, a, a2 = later.shape
+    _, i, b, b2 = earlier.shape
+    products = later.permute(0, 2, 3, 1).reshape(o * a * a2, c) @ earlier.reshape(c, i * b * b2)
+    columns = products.reshape(o, a * a2, i * b * b2).transpose(1, 2)  # (o, i*U, V): one column per later tap
+    return F.fold(columns, (a + b - 1, a2 + b2 - 1), (b, b2))
+
+
+def _fold_backward_im2col(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool, need_earlier: bool):
+    o, c, a, a2 = later.shape
+    _, i, b, b2 = earlier.shape
+    d_products = F.unfold(dk, (b, b2)).transpose(1, 2).reshape(o * a * a2, i * b * b2)
+    d_later = d_earlier = None
+    if need_later:
+        d_later = (d_products @ earlier.reshape(c, i * b * b2).t()).reshape(o, a, a2, c).permute(0, 3, 1, 2)
+    if need_earlier:
+        d_earlier = (later.permute(0, 2, 3, 1).reshape(o * a * a2, c).t() @ d_products).reshape(c, i, b, b2)
     return d_later, d_earlier
 
 
