@@ -167,6 +167,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=12, help="largest added operators to list")
     args = parser.parse_args(argv)
+    if torch.device(args.device).type != "cpu":
+        parser.error("step_profile attributes CPU time; on a GPU, time with python -m bench.run (device events)")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(format_report(report(args.model, args.form, args.rate, args.batch, torch.device(args.device), args.steps,
