@@ -10,7 +10,8 @@ each unit then takes its staged weight instead of composing alone (``FusedUnit._
   call (their parameters concatenated along the group dimension, which CL/FC composition already
   batches over). On a CPU only small units are batched so: there a call costs microseconds of
   dispatch, not a launch, and the concatenation would copy every parameter each step.
-* CK units compose one call each (a work list over CK folds is not built).
+* A composer with ``ck_many`` likewise composes every CK unit in one call (one launch per fold
+  level, not per unit); without it CK units compose one call each.
 
 So on the kernel backends the launches a fused network adds per step do not grow with its depth.
 Units still work alone: a unit without a staged weight (first step, evaluation, ``torch.compile``,
@@ -38,10 +39,15 @@ def _uses_cl_many(unit: FusedUnit, composer) -> bool:
     return getattr(composer, "cl_many", None) is not None and _strategy(unit) in ("cl", "fc")
 
 
+def _uses_ck_many(unit: FusedUnit, composer) -> bool:
+    return getattr(composer, "ck_many", None) is not None and _strategy(unit) == "ck"
+
+
 def _group_key(unit: FusedUnit, composer) -> tuple:
     first = unit.layers[0]
-    if _uses_cl_many(unit, composer):  # any shapes; one dtype, device and bias setting per call
-        return (composer.name, "cl_many", first.bias is not None, first.weight.dtype, first.weight.device)
+    for kind, uses in (("cl_many", _uses_cl_many), ("ck_many", _uses_ck_many)):
+        if uses(unit, composer):  # any shapes; one dtype, device and bias setting per call
+            return (composer.name, kind, first.bias is not None, first.weight.dtype, first.weight.device)
     params = tuple((tuple(p.shape), p.dtype, p.device) for p in unit.layers.parameters())
     return (composer.name, type(unit).__name__, _strategy(unit), getattr(unit.spec, "groups", 1), params)
 
@@ -64,7 +70,8 @@ def _batchable(unit: FusedUnit, composer) -> bool:
 
 
 def _composes_in_one_call(units: List[FusedUnit], composer) -> bool:
-    return _uses_cl_many(units[0], composer) or (len(units) > 1 and _batchable(units[0], composer))
+    return (_uses_cl_many(units[0], composer) or _uses_ck_many(units[0], composer)
+            or (len(units) > 1 and _batchable(units[0], composer)))
 
 
 def _as_cl_args(unit: FusedUnit, weights, biases) -> tuple:
@@ -89,6 +96,8 @@ def _compose_group(composer, units: List[FusedUnit]) -> List[Composed]:
     with torch.autocast(device_type=first.layers[0].weight.device.type, enabled=False):
         if _uses_cl_many(first, composer):
             return _compose_many(composer, units, dtype)
+        if _uses_ck_many(first, composer):
+            return composer.ck_many([unit._params(dtype) for unit in units])
         if len(units) == 1 or not _batchable(first, composer):
             return [unit._compose_with(composer, *unit._params(dtype)) for unit in units]
         per_unit = [unit._params(dtype) for unit in units]

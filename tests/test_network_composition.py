@@ -115,6 +115,43 @@ def test_a_cl_many_composer_composes_units_of_every_shape_in_one_call(counting_m
     fused._network_composer.clear()
 
 
+def test_a_ck_many_composer_composes_every_ck_unit_in_one_call():
+    """CK units of different kernel sizes (5x5: two 3x3, 7x7: three) through a composer's
+    ``ck_many``: one call per forward, the unfused chain's outputs and gradients."""
+    import types
+    from expandnets_cuda import backends, composition
+    calls = []
+
+    def ck_many(units):
+        calls.append([len(weights) for weights, _ in units])
+        return [composition.compose_ck(weights, biases) for weights, biases in units]
+
+    torch_composer = backends.resolve("torch").composer
+    composer = types.SimpleNamespace(name="ck-many-test", cl=torch_composer.cl, ck=torch_composer.ck,
+                                     fc=torch_composer.fc, device_types=None, cl_many=None, ck_many=ck_many)
+    backends.register_composer("ck-many-test", lambda: composer)
+    try:
+        model = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 6, 7, padding=3),
+                              nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.Flatten(), nn.Linear(6 * 6 * 6, 3))
+        torch.manual_seed(0)
+        fused = ec.expand_model(model, "ck", 2, backend="ck-many-test+torch").double()
+        reference = _without_composer(fused)
+        for unit in reference.modules():
+            if isinstance(unit, ec.FusedExpandConv2d):
+                unit.backend = "reference"
+        x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+        for step in range(2):
+            y, grads = _step_grads(fused, x)
+            y_ref, grads_ref = _step_grads(reference, x)
+            assert_rel_close(y, y_ref, REL_TOL[torch.float64], f"step {step} output")
+            for (name, _), g, g_ref in zip(fused.named_parameters(), grads, grads_ref):
+                assert_rel_close(g, g_ref, REL_TOL[torch.float64], f"step {step} grad {name}")
+        assert calls == [[2, 3, 2]]
+    finally:
+        backends._COMPOSER_LOADERS.pop("ck-many-test")
+        backends._LOADED.pop(("composer", "ck-many-test"), None)
+
+
 def test_cpu_batches_only_small_equal_units():
     small = ec.expand_model(chain_net(2), "cl", 2, backend="torch")
     large = ec.expand_model(chain_net(2, channels=64), "cl", 4, backend="torch")
