@@ -72,7 +72,8 @@ class Composer:
     ``cl``'s argument tuples ``(w1, b1, w2, b2, w3, b3, groups)`` (FC as 1x1 taps, one group; all
     with biases or all without, one dtype and device) -> the list of their ``(W_eff, b_eff)``, by a
     fixed number of launches forward and backward (a work-list kernel); ``network_composition`` uses
-    it to compose a whole network per step."""
+    it to compose a whole network per step.
+    ``ck_many(units)``: optional, ``ck``'s ``(weights, biases)`` of many units -> their ``(K, b)``, per fold level."""
 
     name: str
     cl: Callable
@@ -80,6 +81,7 @@ class Composer:
     fc: Callable
     device_types: Optional[Tuple[str, ...]] = None
     cl_many: Optional[Callable] = None
+    ck_many: Optional[Callable] = None
 
 
 @dataclass(frozen=True)

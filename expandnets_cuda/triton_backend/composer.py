@@ -7,7 +7,7 @@ import torch
 
 from .. import composition
 from ..backends import BackendUnavailableError, Composer
-from . import ck_ops, cl_ops, cl_worklist_ops
+from . import ck_ops, ck_worklist_ops, cl_ops, cl_worklist_ops
 
 
 def interpreter_enabled() -> bool:
@@ -57,5 +57,13 @@ def compose_cl_many(units):
     return cl_worklist_ops.compose_cl_many(units)
 
 
+def compose_ck_many(units):
+    """Many CK units of any shapes and depths: launches per fold level, not per unit (the work-list folds)."""
+    if units:
+        check_device(units[0][0][0])
+    return ck_worklist_ops.compose_ck_many(units)
+
+
 def load_composer() -> Composer:
-    return Composer("triton", compose_cl, compose_ck, compose_fc, device_types=("cuda",), cl_many=compose_cl_many)
+    return Composer("triton", compose_cl, compose_ck, compose_fc, device_types=("cuda",), cl_many=compose_cl_many,
+                    ck_many=compose_ck_many)

@@ -1,0 +1,266 @@
+"""The CK work list (``ck_many``): every CK unit of a network composed level by level, by one
+fold call per level for all units, against ``composition.compose_ck`` per unit in float64
+(outputs and the gradient of every weight and bias).
+
+The first tests run the torch reference folds (``TORCH_FOLDS_MANY``, no Triton). The rest run
+the Triton work-list kernels, on a CPU under the Triton interpreter (TRITON_INTERPRET=1, set by
+conftest.py): tiny channel counts, each launch a few dozen programs.
+"""
+import pytest
+import torch
+
+from bench.launches import DispatchCounter
+from expandnets_cuda import ck_many, composition
+from expandnets_cuda import composition_products as products
+from test_network_composition import NoHostSync
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_unit(channels, bias, taps=None, dtype=torch.float64):
+    """A CK unit whose layer j maps ``channels[j]`` to ``channels[j + 1]`` channels; 3x3 kernels
+    unless ``taps`` gives each layer's ``(kh, kw)``."""
+    n = len(channels) - 1
+    taps = taps or [(3, 3)] * n
+
+    def param(*shape):
+        return torch.randn(*shape, dtype=dtype, device=DEVICE, requires_grad=True)
+    weights = [param(channels[j + 1], channels[j], *taps[j]) for j in range(n)]
+    biases = [param(channels[j + 1]) for j in range(n)] if bias else None
+    return weights, biases
+
+
+def _parameters(units):
+    return [t for weights, biases in units for t in (*weights, *(biases or ()))]
+
+
+def _flat(composed):
+    return [t for pair in composed for t in pair if t is not None]
+
+
+def assert_matches_compose_ck(units, compose_many, tol=1e-12):
+    got = compose_many(units)
+    want = [composition.compose_ck(weights, biases) for weights, biases in units]
+    assert all((b is None) == (biases is None) for (_, b), (_, biases) in zip(got, units))
+    outs, refs = _flat(got), _flat(want)
+    for k, (out, ref) in enumerate(zip(outs, refs)):
+        assert out.shape == ref.shape, k
+        torch.testing.assert_close(out, ref, rtol=tol, atol=tol, msg=lambda m: f"output {k}: {m}")
+    params = _parameters(units)
+    grads = [torch.randn_like(ref) for ref in refs]
+    got_grads = torch.autograd.grad(outs, params, grads)
+    want_grads = torch.autograd.grad(refs, params, grads)
+    for k, (p, g, w) in enumerate(zip(params, got_grads, want_grads)):
+        assert g.shape == p.shape, k
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol, msg=lambda m: f"grad of parameter {k}: {m}")
+
+
+# k = 5, 9, 7, 7, 5: depths 2 to 4; odd and unequal channels; the last two fold right to left.
+TORCH_UNITS = [(3, 2, 4), (1, 5, 2, 3, 6), (6, 2, 1, 7), (2, 6, 6, 1), (7, 7, 1)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_torch_folds_many_match_compose_ck_per_unit(bias):
+    units = [make_unit(channels, bias) for channels in TORCH_UNITS]
+    orders = {products.ck_folds_left_first(weights) for weights, _ in units}
+    assert orders == {True, False}  # both fold orders covered
+    assert_matches_compose_ck(units, ck_many.compose_ck_many)
+
+
+def test_torch_folds_many_with_unequal_taps_and_double_backward():
+    units = [make_unit((2, 3, 1), True, taps=[(1, 2), (3, 1)]), make_unit((1, 2, 2, 2), True)]
+    assert_matches_compose_ck(units, ck_many.compose_ck_many)
+    small = [make_unit((1, 2, 1), True, taps=[(2, 1), (1, 2)])]
+    params = _parameters(small)
+
+    def composed(*flat):
+        weights, biases = list(flat[:2]), list(flat[2:])
+        return tuple(_flat(ck_many.compose_ck_many([(weights, biases)])))
+    assert torch.autograd.gradgradcheck(composed, tuple(params))
+
+
+def test_units_must_all_have_biases_or_none_and_two_kernels():
+    with pytest.raises(ValueError, match="biases"):
+        ck_many.compose_ck_many([make_unit((1, 2, 1), True), make_unit((1, 2, 1), False)])
+    with pytest.raises(ValueError, match="two kernels"):
+        ck_many.compose_ck_many([make_unit((1, 2), False)])
+    assert ck_many.compose_ck_many([]) == []
+
+
+def test_one_fold_call_per_level_whatever_the_number_of_units():
+    calls = []
+
+    def counted(fn, name):
+        def call(*args):
+            calls.append(name)
+            return fn(*args)
+        return call
+    folds = ck_many.FoldsMany(counted(ck_many.TORCH_FOLDS_MANY.forward, "fwd"),
+                              counted(ck_many.TORCH_FOLDS_MANY.backward, "bwd"))
+    for n in (2, 5):
+        units = [make_unit(channels, True) for channels in TORCH_UNITS[:n]]
+        depth = max(len(weights) for weights, _ in units)
+        calls.clear()
+        outs = _flat(ck_many.compose_ck_many(units, folds))
+        assert calls == ["fwd"] * (depth - 1)
+        torch.autograd.grad(outs, _parameters(units), [torch.ones_like(o) for o in outs])
+        assert calls == ["fwd"] * (depth - 1) + ["fwd"] * (depth - 2) + ["bwd"] * (depth - 1)
+
+
+# ------------------------------------------------------------------------------ Triton kernels
+triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
+from expandnets_cuda.triton_backend import ck_worklist_gate, ck_worklist_ops, offsets  # noqa: E402
+from expandnets_cuda.triton_backend.composer import load_composer  # noqa: E402
+
+# k = 5 and 7 (depths 2 and 3), the second folds left to right, the third right to left.
+TRITON_UNITS = [(3, 2, 4), (1, 2, 3, 2), (2, 3, 3, 1)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_triton_ck_many_matches_the_torch_composer(bias):
+    composer = load_composer()
+    assert composer.ck_many is not None
+    units = [make_unit(channels, bias) for channels in TRITON_UNITS]
+    assert {products.ck_folds_left_first(weights) for weights, _ in units} == {True, False}
+    assert_matches_compose_ck(units, composer.ck_many)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Every launch of a CK work-list kernel, as (kernel name, WIDE)."""
+    seen = []
+    for spec in ck_worklist_gate.GATE_SPECS:
+        fn = spec.jit_function
+        original = fn.run
+
+        def run(*args, _original=original, _name=spec.name, **kwargs):
+            seen.append((_name, kwargs["WIDE"]))
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(fn, "run", run)
+    return seen
+
+
+# Unequal units of small kernels (the interpreter's grids stay small), depth 3 at most, each set
+# with a depth-3 unit: the number of levels is the same, the number of units is not.
+MANY = [((1, 2, 3, 1), [(1, 1), (2, 1), (1, 2)]), ((2, 1, 3), [(2, 2), (1, 1)]), ((3, 1, 2), [(1, 2), (1, 1)]),
+        ((1, 1, 1, 2), [(2, 1), (1, 1), (1, 1)]), ((2, 3, 1), [(1, 1), (1, 1)]), ((1, 2, 2), [(2, 1), (1, 2)])]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_launches_do_not_grow_with_the_number_of_units(launches, bias):
+    counts = []
+    for n in (2, 6):
+        units = [make_unit(channels, bias, taps) for channels, taps in MANY[:n]]
+        # Warm-up: builds and caches the work lists, bias indices, tables; and the output gradients.
+        grads = [torch.ones_like(o) for o in _flat(ck_worklist_ops.compose_ck_many(units))]
+        launches.clear()
+        with DispatchCounter() as ops:
+            outs = _flat(ck_worklist_ops.compose_ck_many(units))
+            torch.autograd.grad(outs, _parameters(units), grads)
+        counts.append((sorted(launches), ops.ops.get("expandnets.triton_ck_many_fold", 0),
+                       ops.ops.get("expandnets.triton_ck_many_fold_backward", 0), ops.total))
+        assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_many)
+    (kernels2, fwd2, bwd2, total2), (kernels6, fwd6, bwd6, total6) = counts
+    assert kernels2 == kernels6, (kernels2, kernels6)
+    # Depth 3: forward 2 levels, backward 1 recomputed level + 2 levels of two kernels each.
+    assert len(kernels2) == 2 + 1 + 2 * 2
+    assert fwd2 == fwd6 == 3 and bwd2 == bwd6 == 2
+    assert total2 == total6, f"data-moving ops per call: {total2} for 2 units, {total6} for 6"
+
+
+def test_a_second_call_builds_nothing_and_needs_no_host_value(monkeypatch):
+    units = [make_unit(channels, True, taps) for channels, taps in MANY[:3]]
+    outs = _flat(ck_worklist_ops.compose_ck_many(units))
+    grads = [torch.ones_like(o) for o in outs]
+    torch.autograd.grad(outs, _parameters(units), grads)
+    plans = dict(ck_many._BIAS_PLANS)
+
+    def no_build(*args):
+        raise AssertionError("the work list was built again")
+    monkeypatch.setattr(ck_worklist_ops, "build_work_list", no_build)
+    with NoHostSync():
+        outs = _flat(ck_worklist_ops.compose_ck_many(units))
+        torch.autograd.grad(outs, _parameters(units), grads)
+    assert ck_many._BIAS_PLANS.keys() == plans.keys()
+    assert all(ck_many._BIAS_PLANS[k] is p for k, p in plans.items())
+
+
+def test_wide_offsets_give_the_same_result(monkeypatch, launches):
+    monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 1)
+    units = [make_unit(channels, True, taps) for channels, taps in MANY[:2]]
+    assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_many)
+    assert launches and all(wide for _, wide in launches)
+
+
+def test_ops_pass_opcheck():
+    laters = [torch.randn(2, 3, 2, 1, dtype=torch.float64), torch.randn(1, 2, 1, 2, dtype=torch.float64)]
+    earliers = [torch.randn(3, 1, 1, 2, dtype=torch.float64), torch.randn(2, 3, 2, 1, dtype=torch.float64)]
+    grads = [torch.randn(2, 1, 2, 3, dtype=torch.float64), torch.randn(1, 3, 2, 2, dtype=torch.float64)]
+    utils = ("test_schema", "test_faketensor")
+    torch.library.opcheck(ck_worklist_ops.ck_many_fold, (laters, earliers), test_utils=utils)
+    torch.library.opcheck(ck_worklist_ops.ck_many_fold_backward, (grads, laters, earliers), test_utils=utils)
+    for (later, earlier), k in zip(zip(laters, earliers), ck_worklist_ops.fold_many(list(zip(laters, earliers)))):
+        torch.testing.assert_close(k, products.fold_forward(later, earlier), rtol=1e-12, atol=1e-12)
+
+
+def test_work_list_covers_every_tile_of_every_fold_once():
+    import itertools
+    shapes = ((70, 3, 100, 3, 3, 5, 5), (1, 40, 2, 1, 2, 3, 1))  # (O, C, I, A, A2, B, B2)
+    work = ck_worklist_ops.build_work_list(shapes, torch.float32, torch.device("cpu"))
+    for name, (taps, m, n) in {"fwd": ("K", "O", "I"), "bwd_later": ("A", "O", "C"),
+                               "bwd_earlier": ("B", "C", "I")}.items():
+        launch, want = work.launches[name], []
+        for u, (O, C, I, A, A2, B, B2) in enumerate(shapes):
+            size = dict(O=O, C=C, I=I, K=(A + B - 1) * (A2 + B2 - 1), A=A * A2, B=B * B2)
+            tiles = [triton.cdiv(size[d], launch["B" + d]) for d in (m, n)]
+            want += [(u, *rest) for rest in itertools.product(range(size[taps]), *map(range, tiles))]
+        got = [tuple(row) for row in work.items[name].tolist()]
+        assert sorted(got) == sorted(want), name
+    assert work.units[:, :7].tolist() == [list(s) for s in shapes]
+    assert work.units[1, 7] == 70 * 100 * 7 * 7  # K offset of fold 1
+
+
+def test_gate_declares_every_launch_the_wrapper_can_make():
+    for dtype in (torch.float32, torch.float64):
+        for spec in ck_worklist_gate.GATE_SPECS:
+            declared = set(spec.launches(spec.name, dtype))
+            role = ck_worklist_gate._ROLE[spec.name]
+            for dims in [(1, 1, 1), (3, 70, 17), (512, 512, 49)]:
+                assert ck_worklist_ops.launches_for(*dims, dtype)[role] in declared
+
+
+def test_the_sm90_gate_collects_the_ck_work_list_kernels():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "triton_sm90_gate.py"
+    spec = importlib.util.spec_from_file_location("triton_sm90_gate", path)
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    specs = gate.all_specs()
+    names = {s.name for s in specs}
+    assert set(ck_worklist_gate._ROLE) <= names
+    assert not [k for k in gate.undeclared_kernels(specs) if "ck_worklist" in k]
+
+
+@pytest.mark.gpu
+def test_ck_many_step_captures_in_a_cuda_graph():
+    units = [make_unit(channels, True, dtype=torch.float32) for channels in TRITON_UNITS]
+    params = _parameters(units)
+
+    def step():
+        outs = _flat(ck_worklist_ops.compose_ck_many(units))
+        return torch.autograd.grad(sum(o.square().sum() for o in outs), params)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # compiles the kernels, caches the work lists and the address tables
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_grads = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for g, want in zip(static_grads, step()):
+        torch.testing.assert_close(g, want)
