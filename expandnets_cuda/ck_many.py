@@ -17,6 +17,7 @@ torch ops); a kernel ``FoldsMany`` (custom ops without an autograd formula) does
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -63,6 +64,21 @@ class _BiasLevel:
 _BIAS_PLANS: Dict[tuple, List[_BiasLevel]] = {}
 
 
+def segment_positions(counts: Sequence[int]) -> Tuple[Tensor, Tensor]:
+    """For ``counts[k]`` entries of segment ``k`` in turn: each entry's segment and its position in
+    it (a fixed number of ops however many segments: one-time builds stay off the step's op count)."""
+    total = sum(counts)
+    sizes = torch.tensor(list(counts), dtype=torch.int64)
+    segment = torch.repeat_interleave(torch.arange(len(counts)), sizes, output_size=total)
+    return segment, torch.arange(total) - (torch.cumsum(sizes, 0) - sizes)[segment]
+
+
+def _index(positions: Tensor, device: torch.device) -> Tensor:
+    """An index on ``device``, int32 where it fits (the indices are tap-sum sized: half the memory)."""
+    narrow = positions.numel() == 0 or int(positions.max()) < 2 ** 31
+    return positions.to(device=device, dtype=torch.int32 if narrow else torch.int64)
+
+
 def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: torch.device) -> List[_BiasLevel]:
     """Per layer index, the flat gather/scatter indices of ``tap_sum(W_j) @ bias_{j-1}``; built
     once per tuple of ``(out, in, taps)`` shapes (an indexed op, not a loop over the units, per step)."""
@@ -73,19 +89,24 @@ def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: tor
     levels: List[_BiasLevel] = []
     for j in range(max(len(s) for s in shapes)):
         units = tuple(u for u, s in enumerate(shapes) if len(s) > j)
-        offsets, size, rows, cols, tap_rows, entries = {}, 0, [], [], [], 0
-        for u in units:
-            o, c, t = shapes[u][j]
-            offsets[u] = size
-            if j:
-                rows.append(size + torch.arange(o).repeat_interleave(c))
-                cols.append(levels[j - 1].offsets[u] + torch.arange(c).repeat(o))
-                tap_rows.append(entries + torch.arange(o * c).repeat_interleave(t))
-            size, entries = size + o, entries + o * c
-        taps = {shapes[u][j][2] for u in units}
-        as_index = (lambda parts: torch.cat(parts).to(device)) if j else (lambda parts: None)
-        levels.append(_BiasLevel(units, offsets, size, as_index(rows), as_index(cols),
-                                 taps.pop() if len(taps) == 1 else 0, None if len(taps) == 1 else as_index(tap_rows)))
+        outs, ins, taps = ([shapes[u][j][k] for u in units] for k in range(3))
+        starts = [0, *itertools.accumulate(outs)][:-1]
+        offsets = dict(zip(units, starts))
+        if not j:
+            levels.append(_BiasLevel(units, offsets, sum(outs), None, None, 0, None))
+            continue
+        unit, at = segment_positions([o * c for o, c in zip(outs, ins)])
+        cols_of = torch.tensor(ins)[unit]
+        rows = torch.tensor(starts)[unit] + at // cols_of
+        cols = torch.tensor([levels[j - 1].offsets[u] for u in units])[unit] + at % cols_of
+        same_taps = len(set(taps)) == 1
+        tap_rows = None
+        if not same_taps:  # each weight of the flat W_j's to its (o, c) entry
+            tap_rows = torch.repeat_interleave(torch.arange(rows.shape[0]), torch.tensor(taps)[unit],
+                                               output_size=sum(o * c * t for o, c, t in zip(outs, ins, taps)))
+            tap_rows = _index(tap_rows, device)
+        levels.append(_BiasLevel(units, offsets, sum(outs), _index(rows, device), _index(cols, device),
+                                 taps[0] if same_taps else 0, tap_rows))
     if not torch.compiler.is_compiling():
         _BIAS_PLANS[key] = levels
     return levels

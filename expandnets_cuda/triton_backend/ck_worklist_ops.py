@@ -61,22 +61,33 @@ def _kind_shapes(shape: FoldShape) -> Dict[str, Tuple[int, ...]]:
     return {"K": (O, I, A + B - 1, A2 + B2 - 1), "d_later": (O, C, A, A2), "d_earlier": (C, I, B, B2)}
 
 
-def _unit_items(u: int, shape: FoldShape, launch: Dict[str, lc.Launch]) -> Dict[str, Tuple[int, Tensor]]:
-    """Fold ``u``'s items per kernel, each with the length of one item's loops (in tile steps)."""
+def _unit_items(shape: FoldShape, launch: Dict[str, lc.Launch]) -> Dict[str, Tuple[int, Tuple[int, int, int]]]:
+    """A fold's items per kernel: the length of one item's loops (in tile steps) and the item
+    grid ``(taps, m tiles, n tiles)``."""
     O, C, I, A, A2, B, B2 = shape
     f, bl, be = launch["fwd"], launch["bwd_later"], launch["bwd_earlier"]
-    tiles, items = triton.cdiv, cl_worklist_ops._items_of
+    tiles = triton.cdiv
     return {
         "fwd": (min(A * A2, B * B2) * tiles(C, f["BC"]),
-                items(u, (A + B - 1) * (A2 + B2 - 1), tiles(O, f["BO"]), tiles(I, f["BI"]))),
-        "bwd_later": (B * B2 * tiles(I, bl["BI"]), items(u, A * A2, tiles(O, bl["BO"]), tiles(C, bl["BC"]))),
-        "bwd_earlier": (A * A2 * tiles(O, be["BO"]), items(u, B * B2, tiles(C, be["BC"]), tiles(I, be["BI"]))),
+                ((A + B - 1) * (A2 + B2 - 1), tiles(O, f["BO"]), tiles(I, f["BI"]))),
+        "bwd_later": (B * B2 * tiles(I, bl["BI"]), (A * A2, tiles(O, bl["BO"]), tiles(C, bl["BC"]))),
+        "bwd_earlier": (A * A2 * tiles(O, be["BO"]), (B * B2, tiles(C, be["BC"]), tiles(I, be["BI"]))),
     }
+
+
+def _items(units: Sequence[int], grids: Sequence[Tuple[int, int, int]]) -> Tensor:
+    """Rows (unit, tap, tile m, tile n) of every unit's grid in turn, tap slowest; a fixed number
+    of ops whatever the number of units (``ck_many.segment_positions``)."""
+    outer, m, n = (torch.tensor([g[k] for g in grids], dtype=torch.int64) for k in range(3))
+    unit, at = ck_many.segment_positions([a * b * c for a, b, c in grids])
+    plane, cols = (m * n)[unit], n[unit]
+    return torch.stack([torch.tensor(list(units), dtype=torch.int64)[unit], at // plane, at % plane // cols,
+                        at % cols], 1)
 
 
 def build_work_list(shapes: Tuple[FoldShape, ...], dtype: torch.dtype, device: torch.device) -> WorkList:
     launch = launches_for(*(max(s[k] for s in shapes) for k in range(3)), dtype)
-    records, items = [], {name: [] for name in KERNELS}
+    records, per_kernel = [], {name: [] for name in KERNELS}
     totals = dict.fromkeys(KINDS, 0)
     sizes = {kind: [] for kind in KINDS}
     for u, shape in enumerate(shapes):
@@ -84,14 +95,15 @@ def build_work_list(shapes: Tuple[FoldShape, ...], dtype: torch.dtype, device: t
         for kind, kind_shape in _kind_shapes(shape).items():
             totals[kind] += math.prod(kind_shape)
             sizes[kind].append(kind_shape)
-        for name, (cost, rows) in _unit_items(u, shape, launch).items():
-            items[name].append((cost, rows))
+        for name, (cost, grid) in _unit_items(shape, launch).items():
+            per_kernel[name].append((cost, u, grid))
     units = torch.tensor(records, dtype=torch.int64).to(device)
-    # The longest items first (as cl_worklist_ops): the short ones fill in behind them.
-    ordered = {name: torch.cat([rows for _, rows in sorted(per_unit, key=lambda cr: -cr[0])])
-               for name, per_unit in items.items()}
-    return WorkList(shapes, units, {name: rows.contiguous().to(device) for name, rows in ordered.items()},
-                    launch, totals, {kind: tuple(s) for kind, s in sizes.items()})
+    items = {}
+    for name, rows in per_kernel.items():
+        # The longest items first (as cl_worklist_ops): the short ones fill in behind them.
+        rows = sorted(rows, key=lambda row: -row[0])
+        items[name] = _items([u for _, u, _ in rows], [grid for _, _, grid in rows]).contiguous().to(device)
+    return WorkList(shapes, units, items, launch, totals, {kind: tuple(s) for kind, s in sizes.items()})
 
 
 _WORK_LISTS: Dict[tuple, WorkList] = {}
