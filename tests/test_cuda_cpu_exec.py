@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE / "cuda_cpu"))
 import build as cuemu_build  # noqa: E402  (tests/cuda_cpu/build.py)
 
 # At least this many checks per group: a group that silently stops checking fails too.
-MIN_CHECKS = {"cuemu": 9, "compose": 115, "conv": 885, "chain": 304, "worklist": 134, "int64": 71}
+MIN_CHECKS = {"cuemu": 9, "compose": 115, "conv": 885, "chain": 304, "worklist": 134, "ck_worklist": 69, "int64": 71}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,6 @@ def test_every_launch_and_shared_declaration_is_rewritten(tmp_path):
 def test_every_kernel_family_is_built_and_checked():
     """Every csrc/<family>_<dtype>.cu family is compiled into the driver, which checks it: a new
     family needs a check_<family>.cpp (and a group in driver.cpp) before it lands."""
-    families = {p.stem.split("_")[0] for p in (cuemu_build.CSRC).glob("*.cu")}
+    families = {cuemu_build.family_of(p) for p in (cuemu_build.CSRC).glob("*.cu")}
     assert families == set(cuemu_build.FAMILIES), f"kernel families without CPU-execution checks: {sorted(families - set(cuemu_build.FAMILIES))}"
     assert all(f"check_{family}.cpp" in cuemu_build.HARNESS_SOURCES for family in families)

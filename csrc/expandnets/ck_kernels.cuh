@@ -1,6 +1,7 @@
 // CK fold kernels (launched from compose_launch.cuh). One block owns one tap of its output and a
 // 32x32 tile of (rows, columns); it loops over the tap pairs that land there, so every output is
-// written once, with no atomics.
+// written once, with no atomics. The block bodies (ck_*_tile) are shared with the work-list
+// kernels (ck_worklist_kernels.cuh), which differ only in how a block finds its fold, tap and tile.
 #pragma once
 
 #include "expandnets/compose.h"
@@ -9,13 +10,12 @@
 namespace expandnets {
 namespace detail {
 
-// K[o, i, w] = sum over taps v of L with u = w - v inside E of L[:, :, v] @ E[:, :, u].
-template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
-    ck_forward_kernel(const T* __restrict__ later, const T* __restrict__ earlier, T* __restrict__ out, CkShape s) {
-  const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
-  const int64_t wy = blockIdx.x / kw, wx = blockIdx.x % kw;
-  const int64_t o0 = int64_t(blockIdx.y) * kTile, i0 = int64_t(blockIdx.z) * kTile;
+// K[o0:, i0:, wy, wx] = sum over taps v of L with u = w - v inside E of L[:, :, v] @ E[:, :, u];
+// out(o, i, v) stores an entry of that tap.
+template <typename T, typename Out>
+__device__ __forceinline__ void ck_forward_tile(const T* __restrict__ later, const T* __restrict__ earlier,
+                                                const CkShape& s, int64_t wy, int64_t wx, int64_t o0, int64_t i0,
+                                                Out out) {
   __shared__ SmemTile<T> lhs, rhs;
   T acc[2][2] = {};
   for (int64_t vy = 0; vy < s.a; ++vy) {
@@ -39,18 +39,15 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
       }
     }
   }
-  write_patch(acc, o0, i0, s.o, s.i,
-              [&](int64_t o, int64_t i, T v) { out[((o * s.i + i) * kh + wy) * kw + wx] = v; });
+  write_patch(acc, o0, i0, s.o, s.i, out);
 }
 
-// dL[o, c, v] = sum over taps u of E, sum_i dK[o, i, v + u] E[c, i, u].
-template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
-    ck_backward_later_kernel(const T* __restrict__ grad, const T* __restrict__ earlier, T* __restrict__ d_later,
-                             CkShape s) {
+// dL[o0:, c0:, vy, vx] = sum over taps u of E, sum_i dK[o, i, v + u] E[c, i, u]; out(o, c, v).
+template <typename T, typename Out>
+__device__ __forceinline__ void ck_later_tile(const T* __restrict__ grad, const T* __restrict__ earlier,
+                                              const CkShape& s, int64_t vy, int64_t vx, int64_t o0, int64_t c0,
+                                              Out out) {
   const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
-  const int64_t vy = blockIdx.x / s.a2, vx = blockIdx.x % s.a2;
-  const int64_t o0 = int64_t(blockIdx.y) * kTile, c0 = int64_t(blockIdx.z) * kTile;
   __shared__ SmemTile<T> lhs, rhs;
   T acc[2][2] = {};
   for (int64_t uy = 0; uy < s.b; ++uy) {
@@ -70,18 +67,15 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
       }
     }
   }
-  write_patch(acc, o0, c0, s.o, s.c,
-              [&](int64_t o, int64_t c, T v) { d_later[((o * s.c + c) * s.a + vy) * s.a2 + vx] = v; });
+  write_patch(acc, o0, c0, s.o, s.c, out);
 }
 
-// dE[c, i, u] = sum over taps v of L, sum_o L[o, c, v] dK[o, i, v + u].
-template <typename T>
-__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
-    ck_backward_earlier_kernel(const T* __restrict__ grad, const T* __restrict__ later, T* __restrict__ d_earlier,
-                               CkShape s) {
+// dE[c0:, i0:, uy, ux] = sum over taps v of L, sum_o L[o, c, v] dK[o, i, v + u]; out(c, i, v).
+template <typename T, typename Out>
+__device__ __forceinline__ void ck_earlier_tile(const T* __restrict__ grad, const T* __restrict__ later,
+                                                const CkShape& s, int64_t uy, int64_t ux, int64_t c0, int64_t i0,
+                                                Out out) {
   const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
-  const int64_t uy = blockIdx.x / s.b2, ux = blockIdx.x % s.b2;
-  const int64_t c0 = int64_t(blockIdx.y) * kTile, i0 = int64_t(blockIdx.z) * kTile;
   __shared__ SmemTile<T> lhs, rhs;
   T acc[2][2] = {};
   for (int64_t vy = 0; vy < s.a; ++vy) {
@@ -101,8 +95,37 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
       }
     }
   }
-  write_patch(acc, c0, i0, s.c, s.i,
-              [&](int64_t c, int64_t i, T v) { d_earlier[((c * s.i + i) * s.b + uy) * s.b2 + ux] = v; });
+  write_patch(acc, c0, i0, s.c, s.i, out);
+}
+
+// K[o, i, w] = sum over taps v of L with u = w - v inside E of L[:, :, v] @ E[:, :, u].
+template <typename T>
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
+    ck_forward_kernel(const T* __restrict__ later, const T* __restrict__ earlier, T* __restrict__ out, CkShape s) {
+  const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
+  const int64_t wy = blockIdx.x / kw, wx = blockIdx.x % kw;
+  ck_forward_tile(later, earlier, s, wy, wx, int64_t(blockIdx.y) * kTile, int64_t(blockIdx.z) * kTile,
+                  [&](int64_t o, int64_t i, T v) { out[((o * s.i + i) * kh + wy) * kw + wx] = v; });
+}
+
+// dL[o, c, v] = sum over taps u of E, sum_i dK[o, i, v + u] E[c, i, u].
+template <typename T>
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
+    ck_backward_later_kernel(const T* __restrict__ grad, const T* __restrict__ earlier, T* __restrict__ d_later,
+                             CkShape s) {
+  const int64_t vy = blockIdx.x / s.a2, vx = blockIdx.x % s.a2;
+  ck_later_tile(grad, earlier, s, vy, vx, int64_t(blockIdx.y) * kTile, int64_t(blockIdx.z) * kTile,
+                [&](int64_t o, int64_t c, T v) { d_later[((o * s.c + c) * s.a + vy) * s.a2 + vx] = v; });
+}
+
+// dE[c, i, u] = sum over taps v of L, sum_o L[o, c, v] dK[o, i, v + u].
+template <typename T>
+__global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
+    ck_backward_earlier_kernel(const T* __restrict__ grad, const T* __restrict__ later, T* __restrict__ d_earlier,
+                               CkShape s) {
+  const int64_t uy = blockIdx.x / s.b2, ux = blockIdx.x % s.b2;
+  ck_earlier_tile(grad, later, s, uy, ux, int64_t(blockIdx.y) * kTile, int64_t(blockIdx.z) * kTile,
+                  [&](int64_t c, int64_t i, T v) { d_earlier[((c * s.i + i) * s.b + uy) * s.b2 + ux] = v; });
 }
 
 }  // namespace detail

@@ -33,9 +33,15 @@ SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-r
 FLAGS = ["-std=c++20", "-O1", "-g1", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unknown-pragmas",
          "-Wno-sign-compare", *SANITIZE]
 # The kernel families (csrc/<family>_<dtype>.cu) the driver checks.
-FAMILIES = ("compose", "conv", "chain", "worklist")
+FAMILIES = ("compose", "conv", "chain", "worklist", "ck_worklist")
 HARNESS_SOURCES = ["cuemu_core.cpp", "driver.cpp", "check_cuemu.cpp", "check_compose.cpp", "check_conv.cpp", "check_chain.cpp",
-                    "check_worklist.cpp", "check_int64.cpp"]
+                    "check_worklist.cpp", "check_ck_worklist.cpp", "check_int64.cpp"]
+
+
+def family_of(source: pathlib.Path) -> str:
+    """csrc/<family>_<dtype>.cu -> family (a family name may itself hold underscores: ck_worklist)."""
+    return source.stem.rsplit("_", 1)[0]
+
 
 _LAUNCH_OPEN, _LAUNCH_CLOSE = re.compile(r"<<<"), re.compile(r">>>")
 _SHARED = re.compile(r"__shared__\s+(?:__align__\((\d+)\)\s+)?(.*?)\s+"
@@ -112,7 +118,7 @@ def build(jobs: int | None = None, log=print) -> pathlib.Path:
     flags = [*FLAGS, f"-I{include}", f"-I{src_dir}"]
     common = " ".join(flags).encode() + compiler_version().encode() + header_bytes
     units = [(HERE / name, []) for name in HARNESS_SOURCES]
-    units += [(p, ["-x", "c++"]) for p in sorted(src_dir.glob("*.cu")) if p.stem.split("_")[0] in FAMILIES]
+    units += [(p, ["-x", "c++"]) for p in sorted(src_dir.glob("*.cu")) if family_of(p) in FAMILIES]
     obj_dir = BUILD / "obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
 

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
       groups.push_back(argv[i]);
     }
   }
-  if (groups.empty()) groups = {"cuemu", "compose", "conv", "chain", "worklist", "int64"};
+  if (groups.empty()) groups = {"cuemu", "compose", "conv", "chain", "worklist", "ck_worklist", "int64"};
   harness::Ledger ledger(verbose);
   for (const std::string& g : groups) {
     const int before = ledger.checks();
@@ -38,10 +38,12 @@ int main(int argc, char** argv) {
       harness::check_chain(ledger);
     } else if (g == "worklist") {
       harness::check_worklist(ledger);
+    } else if (g == "ck_worklist") {
+      harness::check_ck_worklist(ledger);
     } else if (g == "int64") {
       harness::check_int64(ledger);
     } else {
-      std::fprintf(stderr, "unknown group %s (cuemu, compose, conv, chain, worklist, int64)\n", g.c_str());
+      std::fprintf(stderr, "unknown group %s (cuemu, compose, conv, chain, worklist, ck_worklist, int64)\n", g.c_str());
       return 2;
     }
     std::printf("group %s: %d checks\n", g.c_str(), ledger.checks() - before);

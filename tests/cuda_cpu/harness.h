@@ -192,6 +192,7 @@ void check_compose(Ledger& ledger);
 void check_conv(Ledger& ledger);
 void check_chain(Ledger& ledger);
 void check_worklist(Ledger& ledger);
+void check_ck_worklist(Ledger& ledger);
 void check_int64(Ledger& ledger);
 // Self-tests that must stop the program with a report (the harness can fail); returns false if
 // `name` is unknown.
