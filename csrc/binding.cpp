@@ -21,6 +21,7 @@
 #include <cuda_fp16.h>
 
 #include "expandnets/chain.h"
+#include "expandnets/ck_worklist.h"
 #include "expandnets/compose.h"
 #include "expandnets/conv.h"
 #include "expandnets/worklist.h"
@@ -372,6 +373,124 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_many_backward(const Tensor
   return {dw1, dw2, dw3, db1, db2};
 }
 
+// --- CK work list ------------------------------------------------------------------------------
+
+// A planned table of folds on the device, as WorkList for the CL/FC units.
+struct CkWorkList {
+  Tensor table;
+  expandnets::CkWorkTotals total;
+  c10::Stream built_on;
+  bool captured = false;
+};
+
+// The table of these folds (later[u], earlier[u] and, for the backward, grad[u]), built and copied
+// to the device once per set of (pointers, shapes) and cached like work_list's: the parameters
+// keep their addresses, and the partial kernels and gradients a step makes afresh get the same
+// blocks back from the caching allocator step after step, so a warmed-up step finds every table
+// (no host-to-device copy, no synchronization; CUDA-graph capture refuses to build one).
+template <typename T>
+CkWorkList ck_work_list(const char* op, at::TensorList later, at::TensorList earlier, at::TensorList grad) {
+  constexpr size_t kMaxWorkLists = 128;  // a level per call: a few per step forward and backward
+  static std::mutex mutex;
+  static std::map<std::vector<int64_t>, CkWorkList> cache;
+  const size_t n = later.size();
+  TORCH_CHECK(n > 0, op, ": no folds");
+  TORCH_CHECK(earlier.size() == n, op, ": one earlier kernel per later kernel, got ", n, " and ", earlier.size());
+  const bool backward = !grad.empty();
+  TORCH_CHECK(!backward || grad.size() == n, op, ": one gradient per fold, got ", grad.size(), " for ", n, " folds");
+  std::vector<CkShape> shapes;
+  for (size_t u = 0; u < n; ++u) {
+    check_tensor(op, "later", later[u], later[0], 4);
+    const CkShape s = ck_shape(op, later[u], earlier[u]);
+    if (backward) {
+      check_weight(op, "grad", grad[u], later[0], 4);
+      check_shape(op, "grad", grad[u], {s.o, s.i, s.a + s.b - 1, s.a2 + s.b2 - 1});
+    }
+    shapes.push_back(s);
+  }
+  const auto ptr = [](const Tensor& t) { return reinterpret_cast<int64_t>(t.const_data_ptr()); };
+  std::vector<int64_t> key = {later[0].get_device(), int64_t(later[0].scalar_type()), int64_t(backward)};
+  for (size_t u = 0; u < n; ++u) {
+    const CkShape& s = shapes[u];
+    key.insert(key.end(), {ptr(later[u]), ptr(earlier[u]), backward ? ptr(grad[u]) : 0, s.o, s.c, s.i, s.a, s.a2,
+                           s.b, s.b2});
+  }
+  const c10::Stream stream = c10::cuda::getCurrentCUDAStream();
+  const bool capturing = c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto found = cache.find(key); found != cache.end()) {
+    CkWorkList& list = found->second;
+    if (capturing) {
+      list.captured = true;
+    } else if (stream != list.built_on) {
+      list.table.record_stream(stream);
+    }
+    return list;
+  }
+  TORCH_CHECK(!capturing, op,
+              ": these folds' work list is not built yet, and building it copies to the device, which a CUDA graph "
+              "capture cannot do: run one step (forward and backward) before capturing");
+  std::vector<expandnets::CkWorkPair<T>> pairs(n);
+  for (size_t u = 0; u < n; ++u) {
+    pairs[u] = {};
+    pairs[u].later = in<T>(later[u]);
+    pairs[u].earlier = in<T>(earlier[u]);
+    pairs[u].grad = backward ? in<T>(grad[u]) : nullptr;
+    pairs[u].shape = shapes[u];
+  }
+  CkWorkList list{Tensor(), expandnets::ck_worklist_plan(pairs.data(), int64_t(n)), stream};
+  const int64_t bytes = int64_t(n * sizeof(pairs[0]));
+  Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+  std::memcpy(host.mutable_data_ptr(), pairs.data(), size_t(bytes));
+  list.table = host.to(later[0].device());
+  if (cache.size() >= kMaxWorkLists) {
+    for (auto it = cache.begin(); it != cache.end();) it = it->second.captured ? std::next(it) : cache.erase(it);
+  }
+  cache.emplace(std::move(key), list);
+  return list;
+}
+
+template <typename T>
+const expandnets::CkWorkPair<T>* ck_work_table(const CkWorkList& list) {
+  return static_cast<const expandnets::CkWorkPair<T>*>(list.table.const_data_ptr());
+}
+
+// K of every fold (later[u], earlier[u]) back to back, each (o, i, a + b - 1, a2 + b2 - 1).
+Tensor ck_many_fold(at::TensorList later, at::TensorList earlier) {
+  constexpr const char* op = "expandnets::cuda_ck_many_fold";
+  TORCH_CHECK(!later.empty(), op, ": no folds");
+  const c10::cuda::CUDAGuard guard(later[0].device());
+  Tensor k;
+  dispatch_compose(op, later[0], [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const CkWorkList list = ck_work_list<T>(op, later, earlier, {});
+    k = at::empty({list.total.k}, later[0].options());
+    check_launch(op, expandnets::ck_worklist_forward<T>(ck_work_table<T>(list), int64_t(later.size()), list.total,
+                                                        out<T>(k), current_stream()));
+  });
+  return k;
+}
+
+// (d later of every fold back to back, d earlier of every fold back to back) from grad[u], the
+// gradient of fold u's K.
+std::tuple<Tensor, Tensor> ck_many_fold_backward(at::TensorList grad, at::TensorList later, at::TensorList earlier) {
+  constexpr const char* op = "expandnets::cuda_ck_many_fold_backward";
+  TORCH_CHECK(!later.empty(), op, ": no folds");
+  TORCH_CHECK(grad.size() == later.size(), op, ": one gradient per fold, got ", grad.size(), " for ", later.size(),
+              " folds");
+  const c10::cuda::CUDAGuard guard(later[0].device());
+  Tensor d_later, d_earlier;
+  dispatch_compose(op, later[0], [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const CkWorkList list = ck_work_list<T>(op, later, earlier, grad);
+    d_later = at::empty({list.total.later}, later[0].options());
+    d_earlier = at::empty({list.total.earlier}, later[0].options());
+    check_launch(op, expandnets::ck_worklist_backward<T>(ck_work_table<T>(list), int64_t(later.size()), list.total,
+                                                         out<T>(d_later), out<T>(d_earlier), current_stream()));
+  });
+  return {d_later, d_earlier};
+}
+
 // --- convolution -------------------------------------------------------------------------------
 
 Strides4 strides_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
@@ -619,6 +738,12 @@ TORCH_LIBRARY_FRAGMENT(expandnets, m) {
 }
 
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
+  m.set_python_module("expandnets_cuda.cuda_backend.ck_worklist_ops");
+  m.def("cuda_ck_many_fold(Tensor[] later, Tensor[] earlier) -> Tensor");
+  m.def("cuda_ck_many_fold_backward(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_FRAGMENT(expandnets, m) {
   m.set_python_module("expandnets_cuda.cuda_backend.worklist_ops");
   m.def("cuda_cl_many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) "
         "-> (Tensor, Tensor)");
@@ -644,6 +769,8 @@ TORCH_LIBRARY_IMPL(expandnets, CUDA, m) {
   m.impl("cuda_conv2d_backward", &conv2d_backward);
   m.impl("cuda_cl_many", &cl_many);
   m.impl("cuda_cl_many_backward", &cl_many_backward);
+  m.impl("cuda_ck_many_fold", &ck_many_fold);
+  m.impl("cuda_ck_many_fold_backward", &ck_many_fold_backward);
 }
 
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {

@@ -5,7 +5,7 @@ import torch
 
 from .. import composition
 from ..backends import BackendUnavailableError, Composer
-from . import compose_ops, worklist_ops
+from . import ck_worklist_ops, compose_ops, worklist_ops
 
 
 def check_device(t: torch.Tensor) -> None:
@@ -61,5 +61,14 @@ def compose_cl_many(units):
     return worklist_ops.compose_cl_many(units)
 
 
+def compose_ck_many(units):
+    """Many CK units, one fold launch per level forward and two backward (ck_worklist_ops.py)."""
+    units = list(units)
+    if units:
+        check_device(units[0][0][0])
+    return ck_worklist_ops.compose_ck_many(units)
+
+
 def load_composer() -> Composer:
-    return Composer("cuda", compose_cl, compose_ck, compose_fc, device_types=("cuda",), cl_many=compose_cl_many)
+    return Composer("cuda", compose_cl, compose_ck, compose_fc, device_types=("cuda",), cl_many=compose_cl_many,
+                    ck_many=compose_ck_many)

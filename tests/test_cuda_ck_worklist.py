@@ -1,0 +1,274 @@
+"""The CK work list of the CUDA backend (csrc/expandnets/ck_worklist.h, ``Composer.ck_many``): the
+folds of every CK unit at one fold level in one launch forward and two backward, against
+``composition.compose_ck`` per unit in float64 (outputs and the gradients of every weight and bias).
+
+The layout tests run anywhere: the CUDA ops' schemas are registered in a test namespace with torch
+stand-ins for the kernels and the fake implementations of ``ck_worklist_layout``, and the
+``FoldsMany`` that ``ck_worklist_layout.folds_many_of`` makes of them drives
+``ck_many.compose_ck_many``, as ``CUDA_FOLDS_MANY`` does with the real ops. The kernel tests are
+marked ``gpu`` and skip, with the reason, without CUDA or the built extension; the kernels
+themselves also run on the CPU in tests/cuda_cpu/check_ck_worklist.cpp."""
+import math
+
+import pytest
+import torch
+
+from expandnets_cuda import ck_many, composition, cuda_backend
+from expandnets_cuda import composition_products as products
+from expandnets_cuda.cuda_backend import ck_worklist_layout
+
+REASON = cuda_backend.unavailable_reason()
+
+# Channels per layer (3x3 kernels): k = 5, 9, 7, 7, 5, depths 2 to 4, odd and unequal channels,
+# both fold orders; the third unit is wider than one 32-wide tile.
+UNITS = [(3, 2, 4), (1, 5, 2, 3, 6), (6, 2, 33, 7), (2, 6, 6, 1), (7, 7, 1)]
+# Unequal taps: a 5x5 then a 1x3 (later taps < earlier) and a 1x1 then a 3x3 (later taps > earlier).
+TAPS_UNITS = [((3, 4, 2), [(5, 5), (1, 3)]), ((2, 3, 5), [(1, 1), (3, 3)])]
+
+
+def kernel_test(fn):
+    return pytest.mark.gpu(pytest.mark.skipif(REASON is not None, reason=f"CUDA backend unavailable: {REASON}")(fn))
+
+
+def make_unit(channels, bias, taps=None, dtype=torch.float64, device="cpu"):
+    n = len(channels) - 1
+    taps = taps or [(3, 3)] * n
+
+    def param(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
+    weights = [param(channels[j + 1], channels[j], *taps[j]) for j in range(n)]
+    biases = [param(channels[j + 1]) for j in range(n)] if bias else None
+    return weights, biases
+
+
+def make_units(bias, dtype=torch.float64, device="cpu"):
+    units = [make_unit(c, bias, dtype=dtype, device=device) for c in UNITS]
+    return units + [make_unit(c, bias, taps, dtype=dtype, device=device) for c, taps in TAPS_UNITS]
+
+
+def parameters(units):
+    return [t for weights, biases in units for t in (*weights, *(biases or ()))]
+
+
+def flat(composed):
+    return [t for pair in composed for t in pair if t is not None]
+
+
+def assert_matches_compose_ck(units, compose_many, tol):
+    got = compose_many(units)
+    want = [composition.compose_ck(weights, biases) for weights, biases in units]
+    assert all((b is None) == (biases is None) for (_, b), (_, biases) in zip(got, units))
+    outs, refs = flat(got), flat(want)
+    assert len(outs) == len(refs)
+    for k, (out, ref) in enumerate(zip(outs, refs)):
+        assert out.shape == ref.shape, k
+        torch.testing.assert_close(out, ref, rtol=tol, atol=tol, msg=lambda m: f"output {k}: {m}")
+    params = parameters(units)
+    grads = [torch.randn_like(ref) for ref in refs]
+    got_grads = torch.autograd.grad(outs, params, grads)
+    want_grads = torch.autograd.grad(refs, params, grads)
+    for k, (p, g, w) in enumerate(zip(params, got_grads, want_grads)):
+        assert g.shape == p.shape, k
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol, msg=lambda m: f"grad of parameter {k}: {m}")
+
+
+# The CUDA ops' schemas (csrc/binding.cpp) in a test namespace, implemented in torch on the CPU, with
+# ck_worklist_layout's fakes: what the CUDA ops register, minus the kernels.
+_TEST_LIB = torch.library.Library("expandnets_ck_worklist_test", "DEF")
+_TEST_LIB.define("many_fold(Tensor[] later, Tensor[] earlier) -> Tensor")
+_TEST_LIB.define("many_fold_backward(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)")
+
+
+def _cpu_many_fold(laters, earliers):
+    with torch.no_grad():
+        return torch.cat([products.fold_forward(l, e).reshape(-1) for l, e in zip(laters, earliers)])
+
+
+def _cpu_many_fold_backward(grads, laters, earliers):
+    with torch.no_grad():
+        pairs = [products.fold_backward(l, e, g) for g, l, e in zip(grads, laters, earliers)]
+        return torch.cat([dl.reshape(-1) for dl, _ in pairs]), torch.cat([de.reshape(-1) for _, de in pairs])
+
+
+_TEST_LIB.impl("many_fold", _cpu_many_fold, "CPU")
+_TEST_LIB.impl("many_fold_backward", _cpu_many_fold_backward, "CPU")
+torch.library.register_fake("expandnets_ck_worklist_test::many_fold", ck_worklist_layout.many_fold_fake,
+                            lib=_TEST_LIB)
+torch.library.register_fake("expandnets_ck_worklist_test::many_fold_backward",
+                            ck_worklist_layout.many_fold_backward_fake, lib=_TEST_LIB)
+TEST_FOLD = torch.ops.expandnets_ck_worklist_test.many_fold
+TEST_FOLD_BACKWARD = torch.ops.expandnets_ck_worklist_test.many_fold_backward
+TEST_FOLDS_MANY = ck_worklist_layout.folds_many_of(TEST_FOLD, TEST_FOLD_BACKWARD)
+
+
+def fold_operands(n=4, dtype=torch.float64):
+    """(laters, earliers, grads) of unequal folds: 3x3 on 5x5, 7x7 on 3x3, 1x3 on 3x1, odd channels."""
+    shapes = [((3, 5, 3, 3), (5, 2, 5, 5)), ((4, 3, 7, 7), (3, 5, 3, 3)), ((1, 7, 1, 3), (7, 3, 3, 1)),
+              ((2, 1, 3, 3), (1, 1, 3, 3))][:n]
+    laters = [torch.randn(*l, dtype=dtype) for l, _ in shapes]
+    earliers = [torch.randn(*e, dtype=dtype) for _, e in shapes]
+    grads = [torch.randn(*ck_worklist_layout.folded_shape(l, e), dtype=dtype) for l, e in zip(laters, earliers)]
+    return laters, earliers, grads
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layout_folds_many_compose_like_compose_ck(bias):
+    units = make_units(bias)
+    assert {products.ck_folds_left_first(weights) for weights, _ in units} == {True, False}
+    assert_matches_compose_ck(units, lambda us: ck_many.compose_ck_many(us, TEST_FOLDS_MANY), 1e-10)
+
+
+def test_layout_views_match_the_fold_products():
+    laters, earliers, grads = fold_operands()
+    pairs = list(zip(laters, earliers))
+    for k, (got, (l, e)) in enumerate(zip(TEST_FOLDS_MANY.forward(pairs), pairs)):
+        torch.testing.assert_close(got, products.fold_forward(l, e), rtol=1e-12, atol=1e-12, msg=str(k))
+    for (dl, de), (l, e), g in zip(TEST_FOLDS_MANY.backward(pairs, grads), pairs, grads):
+        want_l, want_e = products.fold_backward(l, e, g)
+        assert dl.shape == l.shape and de.shape == e.shape
+        torch.testing.assert_close(dl, want_l, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(de, want_e, rtol=1e-12, atol=1e-12)
+
+
+def test_layout_fake_shapes_match_the_flat_results():
+    laters, earliers, grads = fold_operands()
+    k = TEST_FOLD(laters, earliers)
+    d_later, d_earlier = TEST_FOLD_BACKWARD(grads, laters, earliers)
+    metas = [[t.to("meta") for t in ts] for ts in (laters, earliers, grads)]
+    fake = ck_worklist_layout.many_fold_fake(metas[0], metas[1])
+    assert fake.shape == k.shape == (sum(math.prod(g.shape) for g in grads),) and fake.device.type == "meta"
+    fake_l, fake_e = ck_worklist_layout.many_fold_backward_fake(metas[2], metas[0], metas[1])
+    assert fake_l.shape == d_later.shape and fake_e.shape == d_earlier.shape
+
+
+def test_registered_ops_pass_opcheck_on_cpu():
+    laters, earliers, grads = fold_operands()
+    torch.library.opcheck(TEST_FOLD, (laters, earliers))
+    torch.library.opcheck(TEST_FOLD_BACKWARD, (grads, laters, earliers))
+
+
+def test_split_views_one_buffer():
+    buffer = torch.arange(10.0)
+    a, b = ck_worklist_layout.split(buffer, [(2, 3), (4,)])
+    assert a.shape == (2, 3) and b.tolist() == [6.0, 7.0, 8.0, 9.0] and a.data_ptr() == buffer.data_ptr()
+
+
+def test_one_call_of_each_op_per_level():
+    calls = []
+
+    def counted(fn, name):
+        def call(*args):
+            calls.append(name)
+            return fn(*args)
+        return call
+    folds = ck_worklist_layout.folds_many_of(counted(TEST_FOLD, "fwd"), counted(TEST_FOLD_BACKWARD, "bwd"))
+    units = make_units(True)
+    depth = max(len(weights) for weights, _ in units)
+    outs = flat(ck_many.compose_ck_many(units, folds))
+    assert calls == ["fwd"] * (depth - 1)
+    torch.autograd.grad(outs, parameters(units), [torch.ones_like(o) for o in outs])
+    assert calls == ["fwd"] * (depth - 1) + ["fwd"] * (depth - 2) + ["bwd"] * (depth - 1)
+
+
+# ------------------------------------------------------------------------------ CUDA kernels
+def _composer():
+    composer = cuda_backend.load_composer()
+    assert composer.ck_many is not None
+    return composer
+
+
+@kernel_test
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_ck_many_matches_compose_ck(bias, dtype, tol):
+    composer = _composer()
+    units = make_units(bias, dtype=dtype, device="cuda")
+    assert_matches_compose_ck(units, composer.ck_many, tol)
+    assert_matches_compose_ck(units, composer.ck_many, tol)  # the cached tables
+    assert_matches_compose_ck(units[::-1], composer.ck_many, tol)  # other tables
+
+
+@kernel_test
+def test_ck_many_after_an_in_place_update():
+    composer = _composer()
+    units = make_units(True, device="cuda")
+    composer.ck_many(units)
+    with torch.no_grad():
+        for t in parameters(units):
+            t.mul_(0.5).add_(0.25)
+    assert_matches_compose_ck(units, composer.ck_many, 1e-10)
+
+
+def _ck_worklist_launches(composer, units):
+    """The CK work-list kernels of one forward and backward after a warm-up, and whether any
+    host-to-device copy ran."""
+    def step():
+        outs = flat(composer.ck_many(units))
+        torch.autograd.grad(outs, parameters(units), [torch.ones_like(o) for o in outs])
+    step()  # builds the tables
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return [n for n in names if "ck_worklist" in n], any("HtoD" in n for n in names)
+
+
+@kernel_test
+def test_ck_many_launches_do_not_grow_with_the_units():
+    composer = _composer()
+    few = [make_unit(c, True, device="cuda") for c in ((3, 2, 4), (1, 5, 2, 3))]
+    many = [make_unit(c, True, device="cuda") for c in ((3, 2, 4), (1, 5, 2, 3), (6, 2, 3, 7), (2, 6, 6, 1),
+                                                         (7, 7, 1), (2, 2, 2, 2))]
+    depth = 3  # layers of the deepest unit in both lists
+    launches_few, copies_few = _ck_worklist_launches(composer, few)
+    launches_many, copies_many = _ck_worklist_launches(composer, many)
+    # forward: depth - 1; backward: depth - 2 recomputed levels + 2 per level.
+    assert len(launches_few) == len(launches_many) == (depth - 1) + (depth - 2) + 2 * (depth - 1), launches_many
+    assert not copies_few and not copies_many
+
+
+@kernel_test
+def test_ck_many_forward_captures_in_a_cuda_graph():
+    """Two-kernel units (every fold reads parameters only: the tables of the warm-up serve the
+    capture; deeper units' partial kernels come from the graph's pool, whose tables the capture
+    refuses to build)."""
+    composer = _composer()
+    units = [make_unit(c, True, device="cuda") for c in ((3, 2, 4), (7, 7, 1), (2, 33, 5))]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        composer.ck_many(units)  # warm-up: builds the table outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        captured = composer.ck_many(units)
+    with torch.no_grad():
+        for t in parameters(units):
+            t.mul_(-1.5)
+    graph.replay()
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        for (k, b), (weights, biases) in zip(captured, units):
+            k_ref, b_ref = composition.compose_ck(weights, biases)
+            torch.testing.assert_close(k, k_ref, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(b, b_ref, rtol=1e-10, atol=1e-10)
+
+
+@kernel_test
+def test_ck_many_ops_pass_opcheck():
+    _composer()
+    from expandnets_cuda.cuda_backend import ck_worklist_ops
+    laters, earliers, grads = (
+        [t.to("cuda", torch.float32) for t in ts] for ts in fold_operands())
+    fake_only = ("test_schema", "test_faketensor")
+    torch.library.opcheck(ck_worklist_ops.ck_many_fold, (laters, earliers), test_utils=fake_only)
+    torch.library.opcheck(ck_worklist_ops.ck_many_fold_backward, (grads, laters, earliers), test_utils=fake_only)
+
+
+@kernel_test
+def test_ck_many_rejects_cpu_tensors():
+    composer = _composer()
+    from expandnets_cuda.backends import BackendUnavailableError
+    with pytest.raises(BackendUnavailableError, match="CUDA tensors"):
+        composer.ck_many([make_unit((1, 2, 1), True)])
