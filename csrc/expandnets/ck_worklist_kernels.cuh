@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     ck_worklist_forward_kernel(const CkWorkPair<T>* __restrict__ pairs, int64_t n_pairs, T* __restrict__ k) {
   const int64_t item = blockIdx.x;
   const CkWorkPair<T>& p = find_pair(pairs, n_pairs, kCkWorkForward, item);
-  const CkShape s = p.shape;
+  const CkShape& s = p.shape;
   const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
   const CkTileIndex at = ck_tile_index(item - p.item_begin[kCkWorkForward], s.o, s.i);
   const int64_t wy = at.tap / kw, wx = at.tap % kw;
@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     ck_worklist_later_kernel(const CkWorkPair<T>* __restrict__ pairs, int64_t n_pairs, T* __restrict__ d_later) {
   const int64_t item = blockIdx.x;
   const CkWorkPair<T>& p = find_pair(pairs, n_pairs, kCkWorkLater, item);
-  const CkShape s = p.shape;
+  const CkShape& s = p.shape;
   const CkTileIndex at = ck_tile_index(item - p.item_begin[kCkWorkLater], s.o, s.c);
   const int64_t vy = at.tap / s.a2, vx = at.tap % s.a2;
   T* out = d_later + p.later_at;
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     ck_worklist_earlier_kernel(const CkWorkPair<T>* __restrict__ pairs, int64_t n_pairs, T* __restrict__ d_earlier) {
   const int64_t item = blockIdx.x;
   const CkWorkPair<T>& p = find_pair(pairs, n_pairs, kCkWorkEarlier, item);
-  const CkShape s = p.shape;
+  const CkShape& s = p.shape;
   const CkTileIndex at = ck_tile_index(item - p.item_begin[kCkWorkEarlier], s.c, s.i);
   const int64_t uy = at.tap / s.b2, ux = at.tap % s.b2;
   T* out = d_earlier + p.earlier_at;
