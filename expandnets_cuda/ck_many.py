@@ -73,10 +73,11 @@ def segment_positions(counts: Sequence[int]) -> Tuple[Tensor, Tensor]:
     return segment, torch.arange(total) - (torch.cumsum(sizes, 0) - sizes)[segment]
 
 
-def _index(positions: Tensor, device: torch.device) -> Tensor:
-    """An index on ``device``, int32 where it fits (the indices are tap-sum sized: half the memory)."""
-    narrow = positions.numel() == 0 or int(positions.max()) < 2 ** 31
-    return positions.to(device=device, dtype=torch.int32 if narrow else torch.int64)
+def _index(positions: Tensor, device: torch.device, bound: int) -> Tensor:
+    """An index (every entry below ``bound``) on ``device``, int32 where it fits (the indices are
+    tap-sum sized: half the memory). The bound comes from the shapes, not from the tensor, so
+    nothing here reads a tensor value (``torch.compile`` traces it without a graph break)."""
+    return positions.to(device=device, dtype=torch.int32 if bound <= 2 ** 31 else torch.int64)
 
 
 def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: torch.device) -> List[_BiasLevel]:
@@ -104,8 +105,9 @@ def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: tor
         if not same_taps:  # each weight of the flat W_j's to its (o, c) entry
             tap_rows = torch.repeat_interleave(torch.arange(rows.shape[0]), torch.tensor(taps)[unit],
                                                output_size=sum(o * c * t for o, c, t in zip(outs, ins, taps)))
-            tap_rows = _index(tap_rows, device)
-        levels.append(_BiasLevel(units, offsets, sum(outs), _index(rows, device), _index(cols, device),
+            tap_rows = _index(tap_rows, device, rows.shape[0])
+        levels.append(_BiasLevel(units, offsets, sum(outs), _index(rows, device, sum(outs)),
+                                 _index(cols, device, levels[j - 1].size),
                                  taps[0] if same_taps else 0, tap_rows))
     if not torch.compiler.is_compiling():
         _BIAS_PLANS[key] = levels
