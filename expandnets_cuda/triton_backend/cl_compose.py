@@ -15,30 +15,59 @@ from .offsets import program_ids, widen
 
 
 @triton.jit
-def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
-                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, ACC: tl.constexpr,
-                          WIDE: tl.constexpr):
-    pid_gt, pid_o, pid_i = program_ids(WIDE)
-    A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
-    g, t = pid_gt // T, pid_gt % T
-    offs_o = pid_o * BO + tl.arange(0, BO)
-    offs_i = pid_i * BI + tl.arange(0, BI)
-    acc = tl.zeros((BO, BI), dtype=ACC)
+def fwd_tile(w1, w2, w3, dst, g, t, offs_o, offs_i, A, I, C, O, T, BC: tl.constexpr, BA: tl.constexpr,
+             ACC: tl.constexpr):
+    """The (o, i) tile of ``W[g, :, :, t] = W3[g] @ (W2[g, :, :, t] @ W1[g])``, stored at ``dst``
+    (shared by the one-call and the work-list kernels)."""
+    acc = tl.zeros((offs_o.shape[0], offs_i.shape[0]), dtype=ACC)
     for c0 in range(0, C, BC):
         offs_c = c0 + tl.arange(0, BC)
-        inner = tl.zeros((BC, BI), dtype=acc.dtype)  # (W2[:, :, t] @ W1) for this block of c
+        inner = tl.zeros((BC, offs_i.shape[0]), dtype=ACC)  # (W2[:, :, t] @ W1) for this block of c
         for a0 in range(0, A, BA):
             offs_a = a0 + tl.arange(0, BA)
             b2 = tl.load(w2 + g * C * A * T + offs_c[:, None] * (A * T) + offs_a[None, :] * T + t,
                          mask=(offs_c[:, None] < C) & (offs_a[None, :] < A), other=0.0)
             b1 = tl.load(w1 + g * A * I + offs_a[:, None] * I + offs_i[None, :],
                          mask=(offs_a[:, None] < A) & (offs_i[None, :] < I), other=0.0)
-            inner += tl.dot(b2.to(acc.dtype), b1.to(acc.dtype), input_precision="ieee")
+            inner += tl.dot(b2.to(ACC), b1.to(ACC), input_precision="ieee")
         b3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
                      mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0)
-        acc += tl.dot(b3.to(acc.dtype), inner, input_precision="ieee")
-    tl.store(out + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
-             acc.to(out.dtype.element_ty), mask=(offs_o[:, None] < O) & (offs_i[None, :] < I))
+        acc += tl.dot(b3.to(ACC), inner, input_precision="ieee")
+    tl.store(dst + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+             acc.to(dst.dtype.element_ty), mask=(offs_o[:, None] < O) & (offs_i[None, :] < I))
+
+
+@triton.jit
+def cl_compose_fwd_kernel(w1, w2, w3, out, A, I, C, O, T,
+                          BO: tl.constexpr, BI: tl.constexpr, BC: tl.constexpr, BA: tl.constexpr, ACC: tl.constexpr,
+                          WIDE: tl.constexpr):
+    pid_gt, pid_o, pid_i = program_ids(WIDE)
+    A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
+    fwd_tile(w1, w2, w3, out, pid_gt // T, pid_gt % T, pid_o * BO + tl.arange(0, BO), pid_i * BI + tl.arange(0, BI),
+             A, I, C, O, T, BC, BA, ACC)
+
+
+@triton.jit
+def bwd_w1_tile(grad, w2, w3, dst, g, offs_a, offs_i, A, I, C, O, T, BC: tl.constexpr, BO: tl.constexpr,
+                ACC: tl.constexpr):
+    """The (a, i) tile of ``dW1[g] = sum_t W2[g, :, :, t]^T @ (W3[g]^T @ dW[g, :, :, t])``, stored at ``dst``."""
+    acc = tl.zeros((offs_a.shape[0], offs_i.shape[0]), dtype=ACC)
+    for t in range(0, T):
+        for c0 in range(0, C, BC):
+            offs_c = c0 + tl.arange(0, BC)
+            inner = tl.zeros((BC, offs_i.shape[0]), dtype=ACC)  # (W3^T @ dW_t) for this block of c
+            for o0 in range(0, O, BO):
+                offs_o = o0 + tl.arange(0, BO)
+                b3t = tl.load(w3 + g * O * C + offs_c[:, None] + offs_o[None, :] * C,
+                              mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
+                bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
+                             mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
+                inner += tl.dot(b3t.to(ACC), bg.to(ACC), input_precision="ieee")
+            b2t = tl.load(w2 + g * C * A * T + offs_a[:, None] * T + offs_c[None, :] * (A * T) + t,
+                          mask=(offs_a[:, None] < A) & (offs_c[None, :] < C), other=0.0)
+            acc += tl.dot(b2t.to(ACC), inner, input_precision="ieee")
+    tl.store(dst + g * A * I + offs_a[:, None] * I + offs_i[None, :], acc.to(dst.dtype.element_ty),
+             mask=(offs_a[:, None] < A) & (offs_i[None, :] < I))
 
 
 @triton.jit
@@ -48,25 +77,8 @@ def cl_compose_bwd_w1_kernel(grad, w2, w3, dw1, A, I, C, O, T,
     """``dW1[g] = sum_t W2[g, :, :, t]^T @ (W3[g]^T @ dW[g, :, :, t])``; taps reduced in-program."""
     g, pid_a, pid_i = program_ids(WIDE)
     A, I, C, O, T = widen(A, WIDE), widen(I, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
-    offs_a = pid_a * BA + tl.arange(0, BA)
-    offs_i = pid_i * BI + tl.arange(0, BI)
-    acc = tl.zeros((BA, BI), dtype=ACC)
-    for t in range(0, T):
-        for c0 in range(0, C, BC):
-            offs_c = c0 + tl.arange(0, BC)
-            inner = tl.zeros((BC, BI), dtype=acc.dtype)  # (W3^T @ dW_t) for this block of c
-            for o0 in range(0, O, BO):
-                offs_o = o0 + tl.arange(0, BO)
-                b3t = tl.load(w3 + g * O * C + offs_c[:, None] + offs_o[None, :] * C,
-                              mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
-                bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
-                             mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
-                inner += tl.dot(b3t.to(acc.dtype), bg.to(acc.dtype), input_precision="ieee")
-            b2t = tl.load(w2 + g * C * A * T + offs_a[:, None] * T + offs_c[None, :] * (A * T) + t,
-                          mask=(offs_a[:, None] < A) & (offs_c[None, :] < C), other=0.0)
-            acc += tl.dot(b2t.to(acc.dtype), inner, input_precision="ieee")
-    tl.store(dw1 + g * A * I + offs_a[:, None] * I + offs_i[None, :], acc.to(dw1.dtype.element_ty),
-             mask=(offs_a[:, None] < A) & (offs_i[None, :] < I))
+    bwd_w1_tile(grad, w2, w3, dw1, g, pid_a * BA + tl.arange(0, BA), pid_i * BI + tl.arange(0, BI),
+                A, I, C, O, T, BC, BO, ACC)
 
 
 @triton.jit
@@ -127,15 +139,12 @@ def cl_compose_bwd_w3_kernel(grad, w1, w2, dw3, A, I, C, O, T,
 
 
 @triton.jit
-def cl_bias_fold_kernel(w2, w3, b1, b2, b3, out, A, C, O, T,
-                        BO: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr):
-    """``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]`` (a constant field through
-    the "valid" kxk sums its taps). W2's (a, t) axes are walked as one flat, contiguous axis of
-    length A*T, so the tiles stay two-dimensional."""
-    g, pid_o, _ = program_ids(WIDE)
-    A, C, O, T = widen(A, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
+def bias_fold_tile(w2, w3, b1, b2, b3, dst, g, offs_o, A, C, O, T, BC: tl.constexpr, BK: tl.constexpr,
+                   ACC: tl.constexpr):
+    """The o tile of ``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]``, stored at ``dst``.
+    W2's (a, t) axes are walked as one flat, contiguous axis of length A*T, so the tiles stay
+    two-dimensional."""
     AT = A * T
-    offs_o = pid_o * BO + tl.arange(0, BO)
     acc = tl.load(b3 + g * O + offs_o, mask=offs_o < O, other=0.0).to(ACC)
     for c0 in range(0, C, BC):
         offs_c = c0 + tl.arange(0, BC)
@@ -149,4 +158,14 @@ def cl_bias_fold_kernel(w2, w3, b1, b2, b3, out, A, C, O, T,
         tile3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
                         mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0).to(ACC)
         acc += tl.sum(tile3 * inner[None, :], axis=1)
-    tl.store(out + g * O + offs_o, acc.to(out.dtype.element_ty), mask=offs_o < O)
+    tl.store(dst + g * O + offs_o, acc.to(dst.dtype.element_ty), mask=offs_o < O)
+
+
+@triton.jit
+def cl_bias_fold_kernel(w2, w3, b1, b2, b3, out, A, C, O, T,
+                        BO: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr):
+    """``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]`` (a constant field through
+    the "valid" kxk sums its taps)."""
+    g, pid_o, _ = program_ids(WIDE)
+    A, C, O, T = widen(A, WIDE), widen(C, WIDE), widen(O, WIDE), widen(T, WIDE)
+    bias_fold_tile(w2, w3, b1, b2, b3, out, g, pid_o * BO + tl.arange(0, BO), A, C, O, T, BC, BK, ACC)

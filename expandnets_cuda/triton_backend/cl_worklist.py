@@ -4,9 +4,9 @@ Each program takes one item of a work list (``cl_worklist_ops.WorkList``): which
 (and tap), which output tile. A unit's sizes and its offsets into the flat output buffers are read
 from a per-unit record, its parameters through a table of their addresses (int64, one row per
 unit: w1, w2, w3, b1, b2, b3), so the units' tensors are never copied together. The math per tile
-is that of ``cl_compose.py`` (canonical layouts ``W1 (G, A, I)``, ``W2 (G, C, A, T)``,
-``W3 (G, O, C)``, ``W (G, O, I, T)``; chained products in registers, exact IEEE dots, float32 or
-float64 accumulation); the bias fold's backward is folded into the dW2/dW3 programs (its
+is that of ``cl_compose.py``, whose tile functions the forward, bias and dW1 kernels call (canonical
+layouts ``W1 (G, A, I)``, ``W2 (G, C, A, T)``, ``W3 (G, O, C)``, ``W (G, O, I, T)``; chained
+products in registers, exact IEEE dots, float32 or float64 accumulation); the bias fold's backward is folded into the dW2/dW3 programs (its
 rank-one terms reuse the W3 and W2 tiles those load anyway) plus one small db1/db2 kernel.
 
 Metadata is stored as int64; a narrow launch (``WIDE`` clear, every extent below 2**30) narrows
@@ -17,7 +17,7 @@ which types every pointer by the weight dtype, compiles the same code that runs.
 import triton
 import triton.language as tl
 
-from .cl_compose import _grad_times_w1t
+from .cl_compose import _grad_times_w1t, bias_fold_tile, bwd_w1_tile, fwd_tile
 from .offsets import widen
 
 # Record layouts shared with cl_worklist_ops (a module constant a @triton.jit function may read).
@@ -77,54 +77,20 @@ def cl_many_fwd_kernel(table, units, items, out, BO: tl.constexpr, BI: tl.conste
     u, gt, pid_o, pid_i = _item(items, WIDE)
     G, A, I, C, O, T = _sizes(units, u, WIDE)
     w1, w2, w3 = _param(table, u, 0, out), _param(table, u, 1, out), _param(table, u, 2, out)
-    dst = out + _offset(units, u, 6, WIDE)
-    g, t = gt // T, gt % T
-    offs_o = pid_o * BO + tl.arange(0, BO)
-    offs_i = pid_i * BI + tl.arange(0, BI)
-    acc = tl.zeros((BO, BI), dtype=ACC)
-    for c0 in range(0, C, BC):
-        offs_c = c0 + tl.arange(0, BC)
-        inner = tl.zeros((BC, BI), dtype=ACC)  # (W2[:, :, t] @ W1) for this block of c
-        for a0 in range(0, A, BA):
-            offs_a = a0 + tl.arange(0, BA)
-            b2 = tl.load(w2 + g * C * A * T + offs_c[:, None] * (A * T) + offs_a[None, :] * T + t,
-                         mask=(offs_c[:, None] < C) & (offs_a[None, :] < A), other=0.0)
-            b1 = tl.load(w1 + g * A * I + offs_a[:, None] * I + offs_i[None, :],
-                         mask=(offs_a[:, None] < A) & (offs_i[None, :] < I), other=0.0)
-            inner += tl.dot(b2.to(ACC), b1.to(ACC), input_precision="ieee")
-        b3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
-                     mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0)
-        acc += tl.dot(b3.to(ACC), inner, input_precision="ieee")
-    tl.store(dst + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
-             acc.to(out.dtype.element_ty), mask=(offs_o[:, None] < O) & (offs_i[None, :] < I))
+    fwd_tile(w1, w2, w3, out + _offset(units, u, 6, WIDE), gt // T, gt % T, pid_o * BO + tl.arange(0, BO),
+             pid_i * BI + tl.arange(0, BI), A, I, C, O, T, BC, BA, ACC)
 
 
 @triton.jit
 def cl_many_bias_kernel(table, units, items, out, BO: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
                         ACC: tl.constexpr, WIDE: tl.constexpr):
-    """Item (unit, g, o tile, -): ``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]``,
-    W2's (a, t) axes walked as one flat axis (as ``cl_bias_fold_kernel``)."""
+    """Item (unit, g, o tile, -): ``b[g] = W3[g] @ (sum_t W2[g, :, :, t] @ b1[g] + b2[g]) + b3[g]``."""
     u, g, pid_o, _ = _item(items, WIDE)
     G, A, I, C, O, T = _sizes(units, u, WIDE)
     w2, w3 = _param(table, u, 1, out), _param(table, u, 2, out)
     b1, b2, b3 = _param(table, u, 3, out), _param(table, u, 4, out), _param(table, u, 5, out)
-    dst = out + _offset(units, u, 7, WIDE)
-    AT = A * T
-    offs_o = pid_o * BO + tl.arange(0, BO)
-    acc = tl.load(b3 + g * O + offs_o, mask=offs_o < O, other=0.0).to(ACC)
-    for c0 in range(0, C, BC):
-        offs_c = c0 + tl.arange(0, BC)
-        inner = tl.load(b2 + g * C + offs_c, mask=offs_c < C, other=0.0).to(ACC)
-        for k0 in range(0, AT, BK):
-            offs_k = k0 + tl.arange(0, BK)  # flat (a, t)
-            vb1 = tl.load(b1 + g * A + offs_k // T, mask=offs_k < AT, other=0.0).to(ACC)
-            tile = tl.load(w2 + g * C * AT + offs_c[:, None] * AT + offs_k[None, :],
-                           mask=(offs_c[:, None] < C) & (offs_k[None, :] < AT), other=0.0).to(ACC)
-            inner += tl.sum(tile * vb1[None, :], axis=1)
-        tile3 = tl.load(w3 + g * O * C + offs_o[:, None] * C + offs_c[None, :],
-                        mask=(offs_o[:, None] < O) & (offs_c[None, :] < C), other=0.0).to(ACC)
-        acc += tl.sum(tile3 * inner[None, :], axis=1)
-    tl.store(dst + g * O + offs_o, acc.to(out.dtype.element_ty), mask=offs_o < O)
+    bias_fold_tile(w2, w3, b1, b2, b3, out + _offset(units, u, 7, WIDE), g, pid_o * BO + tl.arange(0, BO),
+                   A, C, O, T, BC, BK, ACC)
 
 
 @triton.jit
@@ -135,27 +101,8 @@ def cl_many_bwd_w1_kernel(table, units, items, grad, dw1, BA: tl.constexpr, BI: 
     u, g, pid_a, pid_i = _item(items, WIDE)
     G, A, I, C, O, T = _sizes(units, u, WIDE)
     w2, w3 = _param(table, u, 1, dw1), _param(table, u, 2, dw1)
-    grad = grad + _offset(units, u, 6, WIDE)
-    dst = dw1 + _offset(units, u, 8, WIDE)
-    offs_a = pid_a * BA + tl.arange(0, BA)
-    offs_i = pid_i * BI + tl.arange(0, BI)
-    acc = tl.zeros((BA, BI), dtype=ACC)
-    for t in range(0, T):
-        for c0 in range(0, C, BC):
-            offs_c = c0 + tl.arange(0, BC)
-            inner = tl.zeros((BC, BI), dtype=ACC)  # (W3^T @ dW_t) for this block of c
-            for o0 in range(0, O, BO):
-                offs_o = o0 + tl.arange(0, BO)
-                b3t = tl.load(w3 + g * O * C + offs_c[:, None] + offs_o[None, :] * C,
-                              mask=(offs_c[:, None] < C) & (offs_o[None, :] < O), other=0.0)
-                bg = tl.load(grad + g * O * I * T + offs_o[:, None] * (I * T) + offs_i[None, :] * T + t,
-                             mask=(offs_o[:, None] < O) & (offs_i[None, :] < I), other=0.0)
-                inner += tl.dot(b3t.to(ACC), bg.to(ACC), input_precision="ieee")
-            b2t = tl.load(w2 + g * C * A * T + offs_a[:, None] * T + offs_c[None, :] * (A * T) + t,
-                          mask=(offs_a[:, None] < A) & (offs_c[None, :] < C), other=0.0)
-            acc += tl.dot(b2t.to(ACC), inner, input_precision="ieee")
-    tl.store(dst + g * A * I + offs_a[:, None] * I + offs_i[None, :], acc.to(dw1.dtype.element_ty),
-             mask=(offs_a[:, None] < A) & (offs_i[None, :] < I))
+    bwd_w1_tile(grad + _offset(units, u, 6, WIDE), w2, w3, dw1 + _offset(units, u, 8, WIDE), g,
+                pid_a * BA + tl.arange(0, BA), pid_i * BI + tl.arange(0, BI), A, I, C, O, T, BC, BO, ACC)
 
 
 @triton.jit
