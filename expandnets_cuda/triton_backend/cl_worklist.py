@@ -6,8 +6,9 @@ from a per-unit record, its parameters through a table of their addresses (int64
 unit: w1, w2, w3, b1, b2, b3), so the units' tensors are never copied together. The math per tile
 is that of ``cl_compose.py``, whose tile functions the forward, bias and dW1 kernels call (canonical
 layouts ``W1 (G, A, I)``, ``W2 (G, C, A, T)``, ``W3 (G, O, C)``, ``W (G, O, I, T)``; chained
-products in registers, exact IEEE dots, float32 or float64 accumulation); the bias fold's backward is folded into the dW2/dW3 programs (its
-rank-one terms reuse the W3 and W2 tiles those load anyway) plus one small db1/db2 kernel.
+products in registers, exact IEEE dots, float32 or float64 accumulation); the bias fold's
+backward is folded into the dW2/dW3 programs (its rank-one terms reuse the W3 and W2 tiles those
+load anyway) plus one small db1/db2 kernel.
 
 Metadata is stored as int64; a narrow launch (``WIDE`` clear, every extent below 2**30) narrows
 each entry to int32 on load so its index arithmetic stays 32-bit, a wide one keeps int64
