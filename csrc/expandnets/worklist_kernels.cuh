@@ -5,44 +5,18 @@
 
 #include "expandnets/cl_tiles.cuh"
 #include "expandnets/worklist.h"
+#include "expandnets/worklist_items.cuh"
 
 namespace expandnets {
 namespace detail {
 
 static_assert(kClWorkTile == kTile && kClWorkVector == kBiasThreads, "work items are the composition's tiles");
 
-// The unit that owns `item` of `kind`: the last one whose first item is at or before it (units
-// without items of that kind start where the next one does, so they are never picked).
-template <typename T>
-__device__ __forceinline__ const ClWorkUnit<T>& find_unit(const ClWorkUnit<T>* units, int64_t n_units, int kind,
-                                                          int64_t item) {
-  int64_t lo = 0, hi = n_units - 1;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo + 1) / 2;
-    if (units[mid].item_begin[kind] <= item) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return units[lo];
-}
-
-// Splits the unit-local item `local` into (outer, tile_y, tile_x) with tile_x fastest.
-struct TileIndex {
-  int64_t outer, y0, x0;
-};
-__device__ __forceinline__ TileIndex tile_index(int64_t local, int64_t rows, int64_t cols) {
-  const int64_t tiles_x = ceil_div(cols, kTile), tiles_y = ceil_div(rows, kTile);
-  const int64_t x = local % tiles_x, rest = local / tiles_x;
-  return {rest / tiles_y, (rest % tiles_y) * kTile, x * kTile};
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_worklist_forward_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units, T* __restrict__ w) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkForward, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkForward, item);
   const ClShape s = u.shape;
   const TileIndex at = tile_index(item - u.item_begin[kClWorkForward], s.o, s.i);
   const int64_t g = at.outer / s.taps, t = at.outer % s.taps;
@@ -55,7 +29,7 @@ template <typename T>
 __global__ void __launch_bounds__(kBiasThreads)
     cl_worklist_bias_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units, T* __restrict__ bias) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkBias, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkBias, item);
   const ClShape s = u.shape;
   const int64_t local = item - u.item_begin[kClWorkBias], blocks = ceil_div(s.o, kBiasThreads);
   const int64_t g = local / blocks;
@@ -70,7 +44,7 @@ __global__ void __launch_bounds__(kBiasThreads)
     cl_worklist_bias_vectors_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units,
                                     const T* __restrict__ grad_bias, T* __restrict__ inner, T* __restrict__ db2) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkBiasVectors, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkBiasVectors, item);
   const ClShape s = u.shape;
   const int64_t local = item - u.item_begin[kClWorkBiasVectors], blocks = ceil_div(s.c, kBiasThreads);
   const int64_t g = local / blocks, c = (local % blocks) * kBiasThreads + threadIdx.x;
@@ -97,7 +71,7 @@ __global__ void __launch_bounds__(kBiasThreads)
     cl_worklist_db1_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units, const T* __restrict__ db2,
                            T* __restrict__ db1) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkDb1, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkDb1, item);
   const ClShape s = u.shape;
   const int64_t local = item - u.item_begin[kClWorkDb1], blocks = ceil_div(s.a, kBiasThreads);
   const int64_t g = local / blocks, a = (local % blocks) * kBiasThreads + threadIdx.x;
@@ -118,7 +92,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_worklist_dw1_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units, const T* __restrict__ grad_w,
                            T* __restrict__ dw1) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkDw1, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkDw1, item);
   const ClShape s = u.shape;
   const TileIndex at = tile_index(item - u.item_begin[kClWorkDw1], s.a, s.i);
   const int64_t g = at.outer;
@@ -133,7 +107,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_worklist_dw2_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units, const T* __restrict__ grad_w,
                            const T* __restrict__ db2, T* __restrict__ dw2) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkDw2, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkDw2, item);
   const ClShape s = u.shape;
   const TileIndex at = tile_index(item - u.item_begin[kClWorkDw2], s.c, s.a);
   const int64_t g = at.outer / s.taps, t = at.outer % s.taps;
@@ -152,7 +126,7 @@ __global__ void __launch_bounds__(kTileThreads* kTileThreads, kTileMinBlocks)
     cl_worklist_dw3_kernel(const ClWorkUnit<T>* __restrict__ units, int64_t n_units, const T* __restrict__ grad_w,
                            const T* __restrict__ grad_bias, const T* __restrict__ inner, T* __restrict__ dw3) {
   const int64_t item = blockIdx.x;
-  const ClWorkUnit<T>& u = find_unit(units, n_units, kClWorkDw3, item);
+  const ClWorkUnit<T>& u = find_owner(units, n_units, kClWorkDw3, item);
   const ClShape s = u.shape;
   const TileIndex at = tile_index(item - u.item_begin[kClWorkDw3], s.o, s.c);
   const int64_t g = at.outer;
