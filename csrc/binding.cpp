@@ -245,27 +245,75 @@ std::vector<ClShape> work_shapes(const char* op, at::TensorList w1, at::TensorLi
   return shapes;
 }
 
-// A planned table of units on the device, its totals, the stream it was allocated on, and whether
+// A planned descriptor table on the device, its totals, the stream it was allocated on, and whether
 // a CUDA graph captured it (then the graph holds its address: it stays allocated for good).
-struct WorkList {
+template <typename Totals>
+struct DeviceTable {
   Tensor table;
-  expandnets::ClWorkTotals total;
+  Totals total;
   c10::Stream built_on;
   bool captured = false;
 };
 
-// The table of these units, built and copied to the device once per set of (pointers, shapes): the
-// table holds nothing else, so an entry found again is right whatever happened in between, and a
-// step whose inputs stay where they are (parameters updated in place) reuses it with no host-to-
-// device copy and no synchronization, as CUDA-graph capture needs. Past kMaxWorkLists entries
-// (inputs that move every step, e.g. copies of non-contiguous ones) those no graph captured are
-// dropped; the allocator frees them in stream order (record_stream for tables read elsewhere).
+// Descriptor tables built and copied to the device once per key, the key holding every pointer and
+// shape the table does: an entry found again is right whatever happened in between, and a step
+// whose inputs stay where they are reuses it with no host-to-device copy and no synchronization,
+// as CUDA-graph capture needs (a capture that misses is refused: `what` names the entries in the
+// message). Past `max_tables` entries those no graph captured are dropped; the allocator frees
+// them in stream order (record_stream for tables read elsewhere). Shared by the CL/FC and the CK
+// work lists.
+template <typename Entry, typename Totals>
+class DeviceTableCache {
+ public:
+  explicit DeviceTableCache(size_t max_tables) : max_tables_(max_tables) {}
+
+  // `plan(entries)` -> the totals, called on a miss with the host descriptors `describe()` made.
+  template <typename Describe, typename Plan>
+  DeviceTable<Totals> get(const char* op, const char* what, std::vector<int64_t> key, const at::Device& device,
+                          Describe describe, Plan plan) {
+    const c10::Stream stream = c10::cuda::getCurrentCUDAStream();
+    const bool capturing = c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (const auto found = cache_.find(key); found != cache_.end()) {
+      DeviceTable<Totals>& list = found->second;
+      if (capturing) {
+        list.captured = true;
+      } else if (stream != list.built_on) {
+        list.table.record_stream(stream);
+      }
+      return list;
+    }
+    TORCH_CHECK(!capturing, op, ": ", what,
+                " work list is not built yet, and building it copies to the device, which a CUDA graph capture "
+                "cannot do: run one step (forward and backward) before capturing");
+    std::vector<Entry> entries = describe();
+    DeviceTable<Totals> list{Tensor(), plan(entries), stream};
+    const int64_t bytes = int64_t(entries.size() * sizeof(Entry));
+    Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+    std::memcpy(host.mutable_data_ptr(), entries.data(), size_t(bytes));
+    list.table = host.to(device);
+    if (cache_.size() >= max_tables_) {
+      for (auto it = cache_.begin(); it != cache_.end();) it = it->second.captured ? std::next(it) : cache_.erase(it);
+    }
+    cache_.emplace(std::move(key), list);
+    return list;
+  }
+
+ private:
+  const size_t max_tables_;
+  std::mutex mutex_;
+  std::map<std::vector<int64_t>, DeviceTable<Totals>> cache_;
+};
+
+using WorkList = DeviceTable<expandnets::ClWorkTotals>;
+
+// The table of these units, cached per set of (pointers, shapes) (DeviceTableCache): parameters
+// updated in place keep their table. Past 64 tables (inputs that move every step, e.g. copies of
+// non-contiguous ones) the uncaptured ones are dropped.
 template <typename T>
 WorkList work_list(const char* op, at::TensorList w1, at::TensorList w2, at::TensorList w3, at::TensorList b1,
                    at::TensorList b2, at::TensorList b3) {
-  constexpr size_t kMaxWorkLists = 64;
-  static std::mutex mutex;
-  static std::map<std::vector<int64_t>, WorkList> cache;
+  static DeviceTableCache<expandnets::ClWorkUnit<T>, expandnets::ClWorkTotals> cache(64);
   const std::vector<ClShape> shapes = work_shapes(op, w1, w2, w3, b1, b2, b3);
   const bool biases = !b1.empty();
   const auto ptr = [](const Tensor& t) { return reinterpret_cast<int64_t>(t.const_data_ptr()); };
@@ -275,42 +323,24 @@ WorkList work_list(const char* op, at::TensorList w1, at::TensorList w2, at::Ten
     key.insert(key.end(), {ptr(w1[u]), ptr(w2[u]), ptr(w3[u]), s.groups, s.a, s.i, s.c, s.o, s.taps});
     if (biases) key.insert(key.end(), {ptr(b1[u]), ptr(b2[u]), ptr(b3[u])});
   }
-  const c10::Stream stream = c10::cuda::getCurrentCUDAStream();
-  const bool capturing = c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto found = cache.find(key); found != cache.end()) {
-    WorkList& list = found->second;
-    if (capturing) {
-      list.captured = true;
-    } else if (stream != list.built_on) {
-      list.table.record_stream(stream);
+  const auto describe = [&] {
+    std::vector<expandnets::ClWorkUnit<T>> units(shapes.size());
+    for (size_t u = 0; u < shapes.size(); ++u) {
+      units[u] = {};
+      units[u].w1 = in<T>(w1[u]);
+      units[u].w2 = in<T>(w2[u]);
+      units[u].w3 = in<T>(w3[u]);
+      units[u].b1 = biases ? in<T>(b1[u]) : nullptr;
+      units[u].b2 = biases ? in<T>(b2[u]) : nullptr;
+      units[u].b3 = biases ? in<T>(b3[u]) : nullptr;
+      units[u].shape = shapes[u];
     }
-    return list;
-  }
-  TORCH_CHECK(!capturing, op,
-              ": these units' work list is not built yet, and building it copies to the device, which a CUDA graph "
-              "capture cannot do: run one step (forward and backward) before capturing");
-  std::vector<expandnets::ClWorkUnit<T>> units(shapes.size());
-  for (size_t u = 0; u < shapes.size(); ++u) {
-    units[u] = {};
-    units[u].w1 = in<T>(w1[u]);
-    units[u].w2 = in<T>(w2[u]);
-    units[u].w3 = in<T>(w3[u]);
-    units[u].b1 = biases ? in<T>(b1[u]) : nullptr;
-    units[u].b2 = biases ? in<T>(b2[u]) : nullptr;
-    units[u].b3 = biases ? in<T>(b3[u]) : nullptr;
-    units[u].shape = shapes[u];
-  }
-  WorkList list{Tensor(), expandnets::cl_worklist_plan(units.data(), int64_t(units.size())), stream};
-  const int64_t bytes = int64_t(units.size() * sizeof(units[0]));
-  Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
-  std::memcpy(host.mutable_data_ptr(), units.data(), size_t(bytes));
-  list.table = host.to(w2[0].device());
-  if (cache.size() >= kMaxWorkLists) {
-    for (auto it = cache.begin(); it != cache.end();) it = it->second.captured ? std::next(it) : cache.erase(it);
-  }
-  cache.emplace(std::move(key), list);
-  return list;
+    return units;
+  };
+  const auto plan = [](std::vector<expandnets::ClWorkUnit<T>>& units) {
+    return expandnets::cl_worklist_plan(units.data(), int64_t(units.size()));
+  };
+  return cache.get(op, "these units'", std::move(key), w2[0].device(), describe, plan);
 }
 
 template <typename T>
@@ -376,12 +406,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_many_backward(const Tensor
 // --- CK work list ------------------------------------------------------------------------------
 
 // A planned table of folds on the device, as WorkList for the CL/FC units.
-struct CkWorkList {
-  Tensor table;
-  expandnets::CkWorkTotals total;
-  c10::Stream built_on;
-  bool captured = false;
-};
+using CkWorkList = DeviceTable<expandnets::CkWorkTotals>;
 
 // The table of these folds (later[u], earlier[u] and, for the backward, grad[u]), built and copied
 // to the device once per set of (pointers, shapes) and cached like work_list's: the parameters
@@ -390,9 +415,8 @@ struct CkWorkList {
 // (no host-to-device copy, no synchronization; CUDA-graph capture refuses to build one).
 template <typename T>
 CkWorkList ck_work_list(const char* op, at::TensorList later, at::TensorList earlier, at::TensorList grad) {
-  constexpr size_t kMaxWorkLists = 128;  // a level per call: a few per step forward and backward
-  static std::mutex mutex;
-  static std::map<std::vector<int64_t>, CkWorkList> cache;
+  // A table per fold level and direction: a few per step forward and backward.
+  static DeviceTableCache<expandnets::CkWorkPair<T>, expandnets::CkWorkTotals> cache(128);
   const size_t n = later.size();
   TORCH_CHECK(n > 0, op, ": no folds");
   TORCH_CHECK(earlier.size() == n, op, ": one earlier kernel per later kernel, got ", n, " and ", earlier.size());
@@ -415,39 +439,21 @@ CkWorkList ck_work_list(const char* op, at::TensorList later, at::TensorList ear
     key.insert(key.end(), {ptr(later[u]), ptr(earlier[u]), backward ? ptr(grad[u]) : 0, s.o, s.c, s.i, s.a, s.a2,
                            s.b, s.b2});
   }
-  const c10::Stream stream = c10::cuda::getCurrentCUDAStream();
-  const bool capturing = c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto found = cache.find(key); found != cache.end()) {
-    CkWorkList& list = found->second;
-    if (capturing) {
-      list.captured = true;
-    } else if (stream != list.built_on) {
-      list.table.record_stream(stream);
+  const auto describe = [&] {
+    std::vector<expandnets::CkWorkPair<T>> pairs(n);
+    for (size_t u = 0; u < n; ++u) {
+      pairs[u] = {};
+      pairs[u].later = in<T>(later[u]);
+      pairs[u].earlier = in<T>(earlier[u]);
+      pairs[u].grad = backward ? in<T>(grad[u]) : nullptr;
+      pairs[u].shape = shapes[u];
     }
-    return list;
-  }
-  TORCH_CHECK(!capturing, op,
-              ": these folds' work list is not built yet, and building it copies to the device, which a CUDA graph "
-              "capture cannot do: run one step (forward and backward) before capturing");
-  std::vector<expandnets::CkWorkPair<T>> pairs(n);
-  for (size_t u = 0; u < n; ++u) {
-    pairs[u] = {};
-    pairs[u].later = in<T>(later[u]);
-    pairs[u].earlier = in<T>(earlier[u]);
-    pairs[u].grad = backward ? in<T>(grad[u]) : nullptr;
-    pairs[u].shape = shapes[u];
-  }
-  CkWorkList list{Tensor(), expandnets::ck_worklist_plan(pairs.data(), int64_t(n)), stream};
-  const int64_t bytes = int64_t(n * sizeof(pairs[0]));
-  Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
-  std::memcpy(host.mutable_data_ptr(), pairs.data(), size_t(bytes));
-  list.table = host.to(later[0].device());
-  if (cache.size() >= kMaxWorkLists) {
-    for (auto it = cache.begin(); it != cache.end();) it = it->second.captured ? std::next(it) : cache.erase(it);
-  }
-  cache.emplace(std::move(key), list);
-  return list;
+    return pairs;
+  };
+  const auto plan = [n](std::vector<expandnets::CkWorkPair<T>>& pairs) {
+    return expandnets::ck_worklist_plan(pairs.data(), int64_t(n));
+  };
+  return cache.get(op, "these folds'", std::move(key), later[0].device(), describe, plan);
 }
 
 template <typename T>
