@@ -10,11 +10,10 @@ import pytest
 import torch
 
 import expandnets_cuda as ec
-from bench.launches import DispatchCounter, count_step_launches
+from bench.launches import DispatchCounter
 from expandnets_cuda import ck_many, composition
 from expandnets_cuda import composition_products as products
-from helpers import REL_TOL, assert_rel_close
-from test_network_composition import NoHostSync, _step_grads, _without_composer, chain_net
+from test_network_composition import NoHostSync, triton_added_launches
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -253,24 +252,7 @@ def test_the_sm90_gate_collects_the_ck_work_list_kernels():
 def test_a_ck_network_adds_launches_per_level_not_per_unit_and_gradients_match():
     """Through ``network_composition`` (the Triton composer's ``ck_many``, torch convolutions):
     2 vs 4 CK units of 5x5 kernels add the same launches per step."""
-    info = ec.available_backends().get("triton")
-    if info is None or not info.available:
-        pytest.skip(f"triton backend unavailable: {getattr(info, 'reason', '')}")
-    x = torch.randn(1, 2, 6, 6, dtype=torch.float64, device=DEVICE)
-    y = torch.randint(0, 5, (1,), device=DEVICE)
-    added, library = [], []
-    for depth in (2, 4):
-        torch.manual_seed(depth)
-        compact = chain_net(depth, 2, (5, 5)).double().to(DEVICE)
-        fused = ec.expand_model(compact, "ck", 1.5, backend="triton+torch")
-        launches = count_step_launches(fused, x, y)
-        added.append(launches["launches"] - count_step_launches(compact, x, y)["launches"])
-        library.append(launches["library_ops"])
-        if depth == 4:  # the network-composed step against the units composing alone
-            _, grads = _step_grads(fused, x)
-            _, grads_alone = _step_grads(_without_composer(fused), x)
-            for (name, _), g, g_alone in zip(fused.named_parameters(), grads, grads_alone):
-                assert_rel_close(g, g_alone, REL_TOL[torch.float64], f"triton ck_many grad {name}")
+    added, library = triton_added_launches("ck", (2, 4), 2, (5, 5), 1.5, "triton ck_many")
     assert added[0] == added[1] and library[0] == library[1] > 0, (added, library)
 
 

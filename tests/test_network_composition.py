@@ -1,6 +1,7 @@
 """Network-level composition (installed by expand_model): same function and gradients as the
 units alone and as the unfused chain, launches added per step independent of depth, and a step
 free of host synchronisation (CUDA-graph ready)."""
+import contextlib
 import copy
 
 import pytest
@@ -39,24 +40,71 @@ def _step_grads(model, x):
     return y, torch.autograd.grad(y.square().sum(), list(model.parameters()))
 
 
+def _as_reference(model: nn.Module) -> nn.Module:
+    """``model``'s units as the unfused chain (a copy without the network composer)."""
+    reference = _without_composer(model)
+    for unit in reference.modules():
+        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
+            unit.backend = "reference"
+    return reference
+
+
+def _assert_steps_match(fused: nn.Module, others, x: torch.Tensor) -> None:
+    """Two steps (the first records each unit's composer; the second composes as a network): the
+    same outputs and gradients of every parameter as each of ``others``."""
+    for step in range(2):
+        y, grads = _step_grads(fused, x)
+        for other in others:
+            y_other, grads_other = _step_grads(other, x)
+            assert_rel_close(y, y_other, REL_TOL[torch.float64], f"step {step} output")
+            for (name, _), g, g_other in zip(fused.named_parameters(), grads, grads_other):
+                assert_rel_close(g, g_other, REL_TOL[torch.float64], f"step {step} grad {name}")
+
+
+@contextlib.contextmanager
+def registered_composer(composer):
+    """``composer`` registered under its name for the block (then removed again)."""
+    from expandnets_cuda import backends
+    backends.register_composer(composer.name, lambda: composer)
+    try:
+        yield composer
+    finally:
+        backends._COMPOSER_LOADERS.pop(composer.name)
+        backends._LOADED.pop(("composer", composer.name), None)
+
+
+def triton_added_launches(strategy: str, depths, channels: int, kernel, rate: float, label: str, **expand):
+    """Launches (and library ops) the Triton backend adds per training step to ``chain_net`` at each
+    depth, and at the last depth the network-composed gradients against the units composing alone."""
+    info = ec.available_backends().get("triton")
+    if info is None or not info.available:
+        pytest.skip(f"triton backend unavailable: {getattr(info, 'reason', '')}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(1, channels, 6, 6, dtype=torch.float64, device=device)
+    y = torch.randint(0, 5, (1,), device=device)
+    added, library = [], []
+    for depth in depths:
+        torch.manual_seed(depth)
+        compact = chain_net(depth, channels, kernel).double().to(device)
+        fused = ec.expand_model(compact, strategy, rate, backend="triton+torch", **expand)
+        launches = count_step_launches(fused, x, y)
+        added.append(launches["launches"] - count_step_launches(compact, x, y)["launches"])
+        library.append(launches["library_ops"])
+        if depth == depths[-1]:  # the network-composed step against the units composing alone
+            _, grads = _step_grads(fused, x)
+            _, grads_alone = _step_grads(_without_composer(fused), x)
+            for (name, _), g, g_alone in zip(fused.named_parameters(), grads, grads_alone):
+                assert_rel_close(g, g_alone, REL_TOL[torch.float64], f"{label} grad {name}")
+    return added, library
+
+
 @pytest.mark.parametrize("strategy", ["cl", "ck"])
 def test_network_composed_step_matches_units_alone_and_the_unfused_chain(strategy):
     torch.manual_seed(0)
     fused = ec.expand_model(mixed_net(), strategy, 2, fc=True, backend="torch").double()
     assert fused.__dict__.get("_network_composer") is not None
-    alone = _without_composer(fused)
-    reference = copy.deepcopy(alone)
-    for unit in reference.modules():
-        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
-            unit.backend = "reference"
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-    for step in range(2):  # the first step records each unit's composer; the second composes as a network
-        y, grads = _step_grads(fused, x)
-        for other in (alone, reference):
-            y_other, grads_other = _step_grads(other, x)
-            assert_rel_close(y, y_other, REL_TOL[torch.float64], f"step {step} output")
-            for (name, _), g, g_other in zip(fused.named_parameters(), grads, grads_other):
-                assert_rel_close(g, g_other, REL_TOL[torch.float64], f"step {step} grad {name}")
+    _assert_steps_match(fused, (_without_composer(fused), _as_reference(fused)), x)
     groups = fused._network_composer.groups()
     assert sum(len(units) for _, units in groups.values()) == len(fused._network_composer.units)
     assert all(network_composition.STAGED not in unit.__dict__ for unit in fused.modules())
@@ -83,14 +131,9 @@ def counting_many_composer():
         return [composition.compose_cl(*args) for args in units]
 
     torch_composer = backends.resolve("torch").composer
-    composer = backends.Composer("many-test", torch_composer.cl, torch_composer.ck, torch_composer.fc,
-                                 cl_many=cl_many)
-    backends.register_composer("many-test", lambda: composer)
-    try:
+    with registered_composer(backends.Composer("many-test", torch_composer.cl, torch_composer.ck, torch_composer.fc,
+                                               cl_many=cl_many)):
         yield calls
-    finally:
-        backends._COMPOSER_LOADERS.pop("many-test")
-        backends._LOADED.pop(("composer", "many-test"), None)
 
 
 def test_a_cl_many_composer_composes_units_of_every_shape_in_one_call(counting_many_composer):
@@ -98,17 +141,7 @@ def test_a_cl_many_composer_composes_units_of_every_shape_in_one_call(counting_m
     per forward, with the same outputs and gradients as the unfused chain."""
     torch.manual_seed(0)
     fused = ec.expand_model(mixed_net(), "cl", 2, fc=True, backend="many-test+torch").double()
-    reference = _without_composer(fused)
-    for unit in reference.modules():
-        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
-            unit.backend = "reference"
-    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-    for step in range(2):  # the first step records each unit's composer; the second composes as a network
-        y, grads = _step_grads(fused, x)
-        y_ref, grads_ref = _step_grads(reference, x)
-        assert_rel_close(y, y_ref, REL_TOL[torch.float64], f"step {step} output")
-        for (name, _), g, g_ref in zip(fused.named_parameters(), grads, grads_ref):
-            assert_rel_close(g, g_ref, REL_TOL[torch.float64], f"step {step} grad {name}")
+    _assert_steps_match(fused, (_as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
     assert len(counting_many_composer) == 1, counting_many_composer
     assert len(counting_many_composer[0]) == 6 and len(set(counting_many_composer[0])) == 6  # all W2 shapes differ
     assert fused._network_composer.compose() == 1
@@ -129,27 +162,13 @@ def test_a_ck_many_composer_composes_every_ck_unit_in_one_call():
     torch_composer = backends.resolve("torch").composer
     composer = types.SimpleNamespace(name="ck-many-test", cl=torch_composer.cl, ck=torch_composer.ck,
                                      fc=torch_composer.fc, device_types=None, cl_many=None, ck_many=ck_many)
-    backends.register_composer("ck-many-test", lambda: composer)
-    try:
+    with registered_composer(composer):
         model = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 6, 7, padding=3),
                               nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.Flatten(), nn.Linear(6 * 6 * 6, 3))
         torch.manual_seed(0)
         fused = ec.expand_model(model, "ck", 2, backend="ck-many-test+torch").double()
-        reference = _without_composer(fused)
-        for unit in reference.modules():
-            if isinstance(unit, ec.FusedExpandConv2d):
-                unit.backend = "reference"
-        x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-        for step in range(2):
-            y, grads = _step_grads(fused, x)
-            y_ref, grads_ref = _step_grads(reference, x)
-            assert_rel_close(y, y_ref, REL_TOL[torch.float64], f"step {step} output")
-            for (name, _), g, g_ref in zip(fused.named_parameters(), grads, grads_ref):
-                assert_rel_close(g, g_ref, REL_TOL[torch.float64], f"step {step} grad {name}")
+        _assert_steps_match(fused, (_as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
         assert calls == [[2, 3, 2]]
-    finally:
-        backends._COMPOSER_LOADERS.pop("ck-many-test")
-        backends._LOADED.pop(("composer", "ck-many-test"), None)
 
 
 def test_cpu_batches_only_small_equal_units():
@@ -183,25 +202,8 @@ def test_launches_added_per_step_do_not_grow_with_depth(fc):
 
 def test_triton_launches_added_per_step_do_not_grow_with_depth_and_gradients_match():
     pytest.importorskip("triton")
-    info = ec.available_backends().get("triton")
-    if info is None or not info.available:
-        pytest.skip(f"triton backend unavailable: {getattr(info, 'reason', '')}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.randn(1, 4, 6, 6, dtype=torch.float64, device=device)
-    y = torch.randint(0, 5, (1,), device=device)
-    added, library = [], []
-    for depth in (2, 6):  # 1x3 kernels keep the interpreter's grids small
-        torch.manual_seed(depth)
-        compact = chain_net(depth, 4, (1, 3)).double().to(device)
-        fused = ec.expand_model(compact, "cl", 2, fc=True, backend="triton+torch")
-        launches = count_step_launches(fused, x, y)
-        added.append(launches["launches"] - count_step_launches(compact, x, y)["launches"])
-        library.append(launches["library_ops"])
-        if depth == 6:  # the network-composed step against the units composing alone
-            _, grads = _step_grads(fused, x)
-            _, grads_alone = _step_grads(_without_composer(fused), x)
-            for (name, _), g, g_alone in zip(fused.named_parameters(), grads, grads_alone):
-                assert_rel_close(g, g_alone, REL_TOL[torch.float64], f"triton network-composed grad {name}")
+    # 1x3 kernels keep the interpreter's grids small
+    added, library = triton_added_launches("cl", (2, 6), 4, (1, 3), 2, "triton network-composed", fc=True)
     assert added[0] == added[1] and library[0] == library[1] > 0, (added, library)
 
 
