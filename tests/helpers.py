@@ -81,3 +81,18 @@ def randomise_bn(model):
                 m.weight.normal_(1, 0.1)
                 m.bias.normal_(0, 0.1)
     return model
+
+
+def capture_in_cuda_graph(fn, warmups: int = 1, grad: bool = True):
+    """``fn`` run ``warmups`` times on a side stream (compiles kernels, builds the caches a capture
+    may not build), then captured: ``(graph, fn's output, living in the graph's memory)``."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.set_grad_enabled(grad):
+        for _ in range(warmups):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.set_grad_enabled(grad):
+        out = fn()
+    return graph, out

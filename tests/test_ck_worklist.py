@@ -13,6 +13,7 @@ import expandnets_cuda as ec
 from bench.launches import DispatchCounter
 from expandnets_cuda import ck_many, composition
 from expandnets_cuda import composition_products as products
+from helpers import capture_in_cuda_graph
 from test_network_composition import NoHostSync, triton_added_launches
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -265,15 +266,7 @@ def test_ck_many_step_captures_in_a_cuda_graph():
         outs = _flat(ck_worklist_ops.compose_ck_many(units))
         return torch.autograd.grad(sum(o.square().sum() for o in outs), params)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):  # compiles the kernels, caches the work lists and the address tables
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_grads = step()
+    graph, static_grads = capture_in_cuda_graph(step, warmups=2)  # compiles the kernels, caches the work lists and the address tables
     graph.replay()
     torch.cuda.synchronize()
     for g, want in zip(static_grads, step()):

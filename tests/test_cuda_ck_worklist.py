@@ -16,7 +16,7 @@ import torch
 from expandnets_cuda import ck_many, composition, cuda_backend
 from expandnets_cuda import composition_products as products
 from expandnets_cuda.cuda_backend import ck_worklist_layout
-from helpers import REL_TOL, assert_rel_close
+from helpers import REL_TOL, assert_rel_close, capture_in_cuda_graph
 
 REASON = cuda_backend.unavailable_reason()
 
@@ -248,14 +248,8 @@ def test_ck_many_forward_captures_in_a_cuda_graph():
     refuses to build)."""
     composer = _composer()
     units = [make_unit(c, True, device="cuda") for c in ((3, 2, 4), (7, 7, 1), (2, 33, 5))]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.no_grad():
-        composer.ck_many(units)  # warm-up: builds the table outside the capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.no_grad():
-        captured = composer.ck_many(units)
+    # the warm-up builds the table outside the capture
+    graph, captured = capture_in_cuda_graph(lambda: composer.ck_many(units), grad=False)
     with torch.no_grad():
         for t in parameters(units):
             t.mul_(-1.5)

@@ -12,6 +12,7 @@ import torch
 
 from expandnets_cuda import composition, cuda_backend
 from expandnets_cuda.cuda_backend import worklist_layout
+from helpers import capture_in_cuda_graph
 
 REASON = cuda_backend.unavailable_reason()
 
@@ -243,14 +244,8 @@ def test_cl_many_launches_a_fixed_number_of_kernels():
 def test_cl_many_forward_captures_in_a_cuda_graph():
     composer = _composer()
     units = make_units(UNITS, True, device="cuda")
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.no_grad():
-        composer.cl_many(units)  # warm-up: builds the table outside the capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.no_grad():
-        captured = composer.cl_many(units)
+    # the warm-up builds the table outside the capture
+    graph, captured = capture_in_cuda_graph(lambda: composer.cl_many(units), grad=False)
     with torch.no_grad():
         for t in inputs_of(units):
             t.mul_(-1.5)

@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import expandnets_cuda as ec
 from bench.launches import count_step_launches
 from expandnets_cuda import network_composition
-from helpers import REL_TOL, assert_rel_close
+from helpers import REL_TOL, assert_rel_close, capture_in_cuda_graph
 
 
 def chain_net(depth: int, channels: int = 6, kernel=(3, 3)) -> nn.Module:
@@ -276,15 +276,8 @@ def test_fused_training_step_captures_in_a_cuda_graph(backend):
         optimizer.step()
         return loss
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # warm-up: autotuning, caches, optimizer state, composer groups
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_loss = step()
+    # warm-up: autotuning, caches, optimizer state, composer groups
+    graph, static_loss = capture_in_cuda_graph(step, warmups=3)
     before = [p.detach().clone() for p in model.parameters()]
     graph.replay()
     torch.cuda.synchronize()

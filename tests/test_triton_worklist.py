@@ -13,6 +13,7 @@ import torch
 
 from bench.launches import DispatchCounter
 from expandnets_cuda import composition
+from helpers import capture_in_cuda_graph
 from test_network_composition import NoHostSync
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
@@ -172,15 +173,7 @@ def test_cl_many_step_captures_in_a_cuda_graph():
         outs = _flat(cl_worklist_ops.compose_cl_many(units))
         return torch.autograd.grad(sum(o.square().sum() for o in outs), params)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):  # compiles the kernels, caches the work list and the address table
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_grads = step()
+    graph, static_grads = capture_in_cuda_graph(step, warmups=2)  # compiles the kernels, caches the work list and the address table
     graph.replay()
     torch.cuda.synchronize()
     for g, want in zip(static_grads, step()):
