@@ -96,3 +96,18 @@ def capture_in_cuda_graph(fn, warmups: int = 1, grad: bool = True):
     with torch.cuda.graph(graph), torch.set_grad_enabled(grad):
         out = fn()
     return graph, out
+
+
+def record_launches(monkeypatch, specs) -> list:
+    """Patch each gate spec's Triton kernel so every launch appends ``(kernel name, WIDE)`` to the
+    returned list."""
+    seen = []
+    for spec in specs:
+        fn = spec.jit_function
+        original = fn.run
+
+        def run(*args, _original=original, _name=spec.name, **kwargs):
+            seen.append((_name, kwargs["WIDE"]))
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(fn, "run", run)
+    return seen

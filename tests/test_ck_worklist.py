@@ -13,7 +13,7 @@ import expandnets_cuda as ec
 from bench.launches import DispatchCounter
 from expandnets_cuda import ck_many, composition
 from expandnets_cuda import composition_products as products
-from helpers import capture_in_cuda_graph
+from helpers import capture_in_cuda_graph, record_launches
 from test_network_composition import NoHostSync, triton_added_launches
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -130,16 +130,7 @@ def test_triton_ck_many_matches_the_torch_composer(bias):
 @pytest.fixture
 def launches(monkeypatch):
     """Every launch of a CK work-list kernel, as (kernel name, WIDE)."""
-    seen = []
-    for spec in ck_worklist_gate.GATE_SPECS:
-        fn = spec.jit_function
-        original = fn.run
-
-        def run(*args, _original=original, _name=spec.name, **kwargs):
-            seen.append((_name, kwargs["WIDE"]))
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(fn, "run", run)
-    return seen
+    return record_launches(monkeypatch, ck_worklist_gate.GATE_SPECS)
 
 
 # Unequal units of small kernels (the interpreter's grids stay small), depth 3 at most, each set

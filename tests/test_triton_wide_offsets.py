@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import python_ref as pr
+from helpers import record_launches
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
 from expandnets_cuda.triton_backend import ck_ops, cl_ops, conv_ops, gate_specs, offsets  # noqa: E402
@@ -29,16 +30,7 @@ def test_extent_follows_strides_not_numel():
 def every_launch_wide(monkeypatch):
     """Every launch takes the 64-bit path, and the test sees that each one did."""
     monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 1)
-    seen = []
-    for spec in gate_specs.SPECS:
-        fn = spec.jit_function
-        original = fn.run
-
-        def run(*args, _original=original, _name=spec.name, **kwargs):
-            seen.append((_name, kwargs["WIDE"]))
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(fn, "run", run)
-    return seen
+    return record_launches(monkeypatch, gate_specs.SPECS)
 
 
 def _grads(out, inputs, grad):

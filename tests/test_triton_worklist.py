@@ -13,7 +13,7 @@ import torch
 
 from bench.launches import DispatchCounter
 from expandnets_cuda import composition
-from helpers import capture_in_cuda_graph
+from helpers import capture_in_cuda_graph, record_launches
 from test_network_composition import NoHostSync
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
@@ -81,16 +81,7 @@ def test_units_must_all_have_biases_or_none():
 @pytest.fixture
 def launches(monkeypatch):
     """Every launch of a work-list kernel, as (kernel name, WIDE)."""
-    seen = []
-    for spec in cl_worklist_gate.GATE_SPECS:
-        fn = spec.jit_function
-        original = fn.run
-
-        def run(*args, _original=original, _name=spec.name, **kwargs):
-            seen.append((_name, kwargs["WIDE"]))
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(fn, "run", run)
-    return seen
+    return record_launches(monkeypatch, cl_worklist_gate.GATE_SPECS)
 
 
 # Unequal units, every one a single tile at most a few taps (the interpreter's grids stay small).
