@@ -111,3 +111,41 @@ def record_launches(monkeypatch, specs) -> list:
             return _original(*args, **kwargs)
         monkeypatch.setattr(fn, "run", run)
     return seen
+
+
+def _param(dtype, device):
+    def param(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
+    return param
+
+
+def random_cl_unit(groups, a, i, c, o, kh, kw, bias, dtype=torch.float64, device="cpu") -> tuple:
+    """A composer's ``cl`` arguments ``(w1, b1, w2, b2, w3, b3, groups)`` for a random unit."""
+    param = _param(dtype, device)
+    return (param(groups * a, i, 1, 1), param(groups * a) if bias else None, param(groups * c, a, kh, kw),
+            param(groups * c) if bias else None, param(groups * o, c, 1, 1), param(groups * o) if bias else None,
+            groups)
+
+
+def cl_unit_tensors(units) -> list:
+    return [t for unit in units for t in unit[:6] if t is not None]
+
+
+def random_ck_unit(channels, bias, taps=None, dtype=torch.float64, device="cpu") -> tuple:
+    """``(weights, biases)`` of a random CK unit whose layer j maps ``channels[j]`` to
+    ``channels[j + 1]`` channels; 3x3 kernels unless ``taps`` gives each layer's ``(kh, kw)``."""
+    n = len(channels) - 1
+    taps = taps or [(3, 3)] * n
+    param = _param(dtype, device)
+    weights = [param(channels[j + 1], channels[j], *taps[j]) for j in range(n)]
+    biases = [param(channels[j + 1]) for j in range(n)] if bias else None
+    return weights, biases
+
+
+def ck_unit_tensors(units) -> list:
+    return [t for weights, biases in units for t in (*weights, *(biases or ()))]
+
+
+def flat_composed(composed) -> list:
+    """The tensors of a list of ``(W, b or None)``."""
+    return [t for pair in composed for t in pair if t is not None]

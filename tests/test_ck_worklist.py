@@ -13,31 +13,15 @@ import expandnets_cuda as ec
 from bench.launches import DispatchCounter
 from expandnets_cuda import ck_many, composition
 from expandnets_cuda import composition_products as products
-from helpers import capture_in_cuda_graph, record_launches
+from helpers import capture_in_cuda_graph, random_ck_unit, record_launches
+from helpers import ck_unit_tensors as _parameters, flat_composed as _flat
 from test_network_composition import NoHostSync, triton_added_launches
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_unit(channels, bias, taps=None, dtype=torch.float64):
-    """A CK unit whose layer j maps ``channels[j]`` to ``channels[j + 1]`` channels; 3x3 kernels
-    unless ``taps`` gives each layer's ``(kh, kw)``."""
-    n = len(channels) - 1
-    taps = taps or [(3, 3)] * n
-
-    def param(*shape):
-        return torch.randn(*shape, dtype=dtype, device=DEVICE, requires_grad=True)
-    weights = [param(channels[j + 1], channels[j], *taps[j]) for j in range(n)]
-    biases = [param(channels[j + 1]) for j in range(n)] if bias else None
-    return weights, biases
-
-
-def _parameters(units):
-    return [t for weights, biases in units for t in (*weights, *(biases or ()))]
-
-
-def _flat(composed):
-    return [t for pair in composed for t in pair if t is not None]
+    return random_ck_unit(channels, bias, taps, dtype, DEVICE)
 
 
 def assert_matches_compose_ck(units, compose_many, tol=1e-12):

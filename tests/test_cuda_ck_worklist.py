@@ -17,6 +17,7 @@ from expandnets_cuda import ck_many, composition, cuda_backend
 from expandnets_cuda import composition_products as products
 from expandnets_cuda.cuda_backend import ck_worklist_layout
 from helpers import REL_TOL, assert_rel_close, capture_in_cuda_graph
+from helpers import ck_unit_tensors as parameters, flat_composed as flat, random_ck_unit as make_unit
 
 REASON = cuda_backend.unavailable_reason()
 
@@ -31,28 +32,9 @@ def kernel_test(fn):
     return pytest.mark.gpu(pytest.mark.skipif(REASON is not None, reason=f"CUDA backend unavailable: {REASON}")(fn))
 
 
-def make_unit(channels, bias, taps=None, dtype=torch.float64, device="cpu"):
-    n = len(channels) - 1
-    taps = taps or [(3, 3)] * n
-
-    def param(*shape):
-        return torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
-    weights = [param(channels[j + 1], channels[j], *taps[j]) for j in range(n)]
-    biases = [param(channels[j + 1]) for j in range(n)] if bias else None
-    return weights, biases
-
-
 def make_units(bias, dtype=torch.float64, device="cpu"):
     units = [make_unit(c, bias, dtype=dtype, device=device) for c in UNITS]
     return units + [make_unit(c, bias, taps, dtype=dtype, device=device) for c, taps in TAPS_UNITS]
-
-
-def parameters(units):
-    return [t for weights, biases in units for t in (*weights, *(biases or ()))]
-
-
-def flat(composed):
-    return [t for pair in composed for t in pair if t is not None]
 
 
 def as_float64(units):

@@ -12,7 +12,8 @@ import torch
 
 from expandnets_cuda import composition, cuda_backend
 from expandnets_cuda.cuda_backend import worklist_layout
-from helpers import capture_in_cuda_graph
+from helpers import capture_in_cuda_graph, random_cl_unit
+from helpers import cl_unit_tensors as inputs_of
 
 REASON = cuda_backend.unavailable_reason()
 
@@ -31,18 +32,7 @@ def kernel_test(fn):
 
 
 def make_units(shapes, biases, dtype=torch.float64, device="cpu"):
-    units = []
-    for g, a, i, c, o, kh, kw in shapes:
-        def param(*shape):
-            return torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
-        w1, w2, w3 = param(g * a, i, 1, 1), param(g * c, a, kh, kw), param(g * o, c, 1, 1)
-        b = (param(g * a), param(g * c), param(g * o)) if biases else (None, None, None)
-        units.append((w1, b[0], w2, b[1], w3, b[2], g))
-    return units
-
-
-def inputs_of(units):
-    return [t for unit in units for t in unit[:6] if t is not None]
+    return [random_cl_unit(*shape, biases, dtype, device) for shape in shapes]
 
 
 def torch_many(w1s, w2s, w3s, b1s, b2s, b3s):

@@ -13,7 +13,8 @@ import torch
 
 from bench.launches import DispatchCounter
 from expandnets_cuda import composition
-from helpers import capture_in_cuda_graph, record_launches
+from helpers import capture_in_cuda_graph, random_cl_unit, record_launches
+from helpers import cl_unit_tensors as _parameters, flat_composed as _flat
 from test_network_composition import NoHostSync
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
@@ -28,19 +29,7 @@ SHAPES = [(1, 3, 2, 4, 3, 3, 3), (2, 2, 1, 3, 2, 3, 2), (3, 2, 1, 2, 1, 2, 1), (
 
 
 def make_unit(groups, a, i, c, o, kh, kw, bias, dtype=torch.float64):
-    def param(*shape):
-        return torch.randn(*shape, dtype=dtype, device=DEVICE, requires_grad=True)
-    return (param(groups * a, i, 1, 1), param(groups * a) if bias else None, param(groups * c, a, kh, kw),
-            param(groups * c) if bias else None, param(groups * o, c, 1, 1), param(groups * o) if bias else None,
-            groups)
-
-
-def _parameters(units):
-    return [t for unit in units for t in unit[:-1] if t is not None]
-
-
-def _flat(composed):
-    return [t for pair in composed for t in pair if t is not None]
+    return random_cl_unit(groups, a, i, c, o, kh, kw, bias, dtype, DEVICE)
 
 
 @pytest.mark.parametrize("bias", [True, False])
