@@ -113,7 +113,8 @@ def build(jobs: int | None = None, log=print) -> pathlib.Path:
     if launches == 0 or shared == 0:
         raise RuntimeError("no kernel launches or __shared__ declarations found in csrc/: the rewrite is broken")
     include = HERE / "include"
-    headers = sorted([*include.rglob("*.h"), *(src_dir / "expandnets").iterdir()])
+    # the harness headers (harness.h, fold_reference.h) too: a change to them must recompile the checks
+    headers = sorted([*include.rglob("*.h"), *HERE.glob("*.h"), *(src_dir / "expandnets").iterdir()])
     header_bytes = b"".join(p.read_bytes() for p in headers)
     flags = [*FLAGS, f"-I{include}", f"-I{src_dir}"]
     common = " ".join(flags).encode() + compiler_version().encode() + header_bytes

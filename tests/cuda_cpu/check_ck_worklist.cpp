@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "expandnets/ck_worklist.h"
+#include "fold_reference.h"
 #include "harness.h"
 
 namespace harness {
@@ -35,41 +36,6 @@ template <class T>
 struct PairData {
   std::vector<T> later, earlier, grad;
 };
-
-struct PairRefs {
-  std::vector<Ref> k, d_later, d_earlier;
-};
-
-template <class T>
-PairRefs reference(const CkShape& s, const PairData<T>& p) {
-  const int64_t kh = s.a + s.b - 1, kw = s.a2 + s.b2 - 1;
-  const auto d = [](const std::vector<T>& v, int64_t i) { return Scalar<T>::to_double(v[size_t(i)]); };
-  PairRefs r;
-  r.k.resize(p.grad.size());
-  r.d_later.resize(p.later.size());
-  r.d_earlier.resize(p.earlier.size());
-  for (int64_t o = 0; o < s.o; ++o)
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t i = 0; i < s.i; ++i)
-        for (int64_t vy = 0; vy < s.a; ++vy)
-          for (int64_t vx = 0; vx < s.a2; ++vx)
-            for (int64_t uy = 0; uy < s.b; ++uy)
-              for (int64_t ux = 0; ux < s.b2; ++ux) {
-                const int64_t l = ((o * s.c + c) * s.a + vy) * s.a2 + vx, e = ((c * s.i + i) * s.b + uy) * s.b2 + ux;
-                const int64_t k = ((o * s.i + i) * kh + vy + uy) * kw + vx + ux;
-                r.k[size_t(k)].add(d(p.later, l) * d(p.earlier, e));
-                r.d_later[size_t(l)].add(d(p.grad, k) * d(p.earlier, e));
-                r.d_earlier[size_t(e)].add(d(p.later, l) * d(p.grad, k));
-              }
-  return r;
-}
-
-template <class T>
-std::vector<const T*> slice(const std::vector<T>& flat, int64_t at, size_t n) {
-  std::vector<const T*> p(n);
-  for (size_t k = 0; k < n; ++k) p[k] = &flat[size_t(at) + k];
-  return p;
-}
 
 template <class T>
 void ck_worklist_case(Ledger& ledger, const std::vector<CkShape>& shapes, uint64_t seed) {
@@ -106,7 +72,7 @@ void ck_worklist_case(Ledger& ledger, const std::vector<CkShape>& shapes, uint64
 
   for (size_t n = 0; n < shapes.size(); ++n) {
     const CkWorkPair<T>& p = table[n];
-    const PairRefs r = reference(p.shape, data[n]);
+    const FoldRefs r = fold_reference(p.shape, data[n].later, data[n].earlier, data[n].grad);
     const std::string fold = what + "fold " + std::to_string(n) + " " + pair_name(p.shape) + " ";
     compare(ledger, fold + "K", tol, slice(k, p.k_at, r.k.size()), r.k);
     compare(ledger, fold + "d_later", tol, slice(dl, p.later_at, r.d_later.size()), r.d_later);

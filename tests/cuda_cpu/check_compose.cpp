@@ -5,6 +5,7 @@
 #include <string>
 
 #include "expandnets/compose.h"
+#include "fold_reference.h"
 #include "harness.h"
 
 namespace harness {
@@ -127,32 +128,18 @@ void ck_case(Ledger& ledger, const CkShape& s, uint64_t seed) {
   std::vector<T> later = random_vector<T>(rng, size_t(s.o * s.c * s.a * s.a2));
   std::vector<T> earlier = random_vector<T>(rng, size_t(s.c * s.i * s.b * s.b2));
   std::vector<T> grad = random_vector<T>(rng, size_t(s.o * s.i * kh * kw));
-  const auto d = [](const std::vector<T>& v, int64_t i) { return Scalar<T>::to_double(v[size_t(i)]); };
-  std::vector<Ref> k_ref(grad.size()), dl_ref(later.size()), de_ref(earlier.size());
-  for (int64_t o = 0; o < s.o; ++o)
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t i = 0; i < s.i; ++i)
-        for (int64_t vy = 0; vy < s.a; ++vy)
-          for (int64_t vx = 0; vx < s.a2; ++vx)
-            for (int64_t uy = 0; uy < s.b; ++uy)
-              for (int64_t ux = 0; ux < s.b2; ++ux) {
-                const int64_t l_at = ((o * s.c + c) * s.a + vy) * s.a2 + vx, e_at = ((c * s.i + i) * s.b + uy) * s.b2 + ux;
-                const int64_t k_at = ((o * s.i + i) * kh + vy + uy) * kw + vx + ux;
-                k_ref[size_t(k_at)].add(d(later, l_at) * d(earlier, e_at));
-                dl_ref[size_t(l_at)].add(d(grad, k_at) * d(earlier, e_at));
-                de_ref[size_t(e_at)].add(d(later, l_at) * d(grad, k_at));
-              }
+  const FoldRefs ref = fold_reference(s, later, earlier, grad);
   std::vector<T> k = sentinel_vector<T>(grad.size());
   expect_status(ledger, what + "forward status",
                 expandnets::ck_fold_forward<T>(later.data(), earlier.data(), k.data(), s, nullptr), cudaSuccess);
-  compare(ledger, what + "forward K", tol, pointers(k), k_ref);
+  compare(ledger, what + "forward K", tol, pointers(k), ref.k);
   std::vector<T> dl = sentinel_vector<T>(later.size()), de = sentinel_vector<T>(earlier.size());
   expect_status(ledger, what + "backward status",
                 expandnets::ck_fold_backward<T>(grad.data(), later.data(), earlier.data(), dl.data(), de.data(), s,
                                                 nullptr),
                 cudaSuccess);
-  compare(ledger, what + "backward d_later", tol, pointers(dl), dl_ref);
-  compare(ledger, what + "backward d_earlier", tol, pointers(de), de_ref);
+  compare(ledger, what + "backward d_later", tol, pointers(dl), ref.d_later);
+  compare(ledger, what + "backward d_earlier", tol, pointers(de), ref.d_earlier);
 }
 
 template <class T>

@@ -95,14 +95,6 @@ UnitRefs reference(const ClShape& s, const UnitData<T>& u, const std::vector<T>&
   return r;
 }
 
-// The slice [at, at + n) of a flat result buffer, for compare().
-template <class T>
-std::vector<const T*> slice(const std::vector<T>& flat, int64_t at, size_t n) {
-  std::vector<const T*> p(n);
-  for (size_t k = 0; k < n; ++k) p[k] = &flat[size_t(at) + k];
-  return p;
-}
-
 template <class T>
 void worklist_case(Ledger& ledger, const std::vector<ClShape>& shapes, bool biases, uint64_t seed) {
   Tolerance tol = path_tolerance<T>(false);

@@ -160,6 +160,14 @@ std::vector<const T*> pointers(const std::vector<T>& v) {
   return p;
 }
 
+// The slice [at, at + n) of a flat result buffer, for compare().
+template <class T>
+std::vector<const T*> slice(const std::vector<T>& flat, int64_t at, size_t n) {
+  std::vector<const T*> p(n);
+  for (size_t k = 0; k < n; ++k) p[k] = &flat[size_t(at) + k];
+  return p;
+}
+
 inline void expect_status(Ledger& ledger, const std::string& what, cudaError_t got, cudaError_t want) {
   ledger.record(got == want, what,
                 std::string("launcher returned ") + cudaGetErrorString(got) + ", expected " + cudaGetErrorString(want));
