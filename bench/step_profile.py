@@ -19,7 +19,7 @@ import pathlib
 import sys
 import time
 from collections import defaultdict
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -66,22 +66,6 @@ def profile_step(variant: Variant, steps: int = 5, warmup: int = 3) -> Tuple[Dic
     return {part: by_part.get(part, 0.0) for part in PARTS}, dict(by_op)
 
 
-def _fold_macs(shapes: List[Tuple[int, int, int]], left_first: bool) -> List[int]:
-    """Multiply-adds of each fold of ``[(out, in, k)]`` in the given order."""
-    costs = []
-    if left_first:
-        o, i, k = shapes[0]
-        for o2, _, k2 in shapes[1:]:
-            costs.append(o2 * k2 * k2 * o * i * k * k)
-            o, k = o2, k + k2 - 1
-    else:
-        o, i, k = shapes[-1]
-        for o0, i0, k0 in reversed(shapes[:-1]):
-            costs.append(o * k * k * i * i0 * k0 * k0)
-            i, k = i0, k + k0 - 1
-    return costs
-
-
 def composition_macs(unit: nn.Module) -> int:
     """Multiply-adds one training step spends composing ``unit`` (weights; biases are lower order)."""
     weights, _ = layer_params(unit.layers)
@@ -89,7 +73,7 @@ def composition_macs(unit: nn.Module) -> int:
     if strategy == "ck":
         shapes = [(w.shape[0], w.shape[1], w.shape[2]) for w in weights]
         left_first = products.ck_folds_left_first(weights)
-        folds = _fold_macs(shapes, left_first)
+        folds = products.fold_costs(shapes, left_first)
         # forward: every fold; backward: the partials again (all but the last fold), then two GEMMs per fold
         return sum(folds) + sum(folds[:-1]) + 2 * sum(folds)
     groups = 1 if strategy == "fc" else unit.spec.groups

@@ -9,7 +9,7 @@ Everything here is plain tensor algebra; ``composition`` wraps it in autograd Fu
 from __future__ import annotations
 
 import itertools
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,8 @@ def with_bias_channel(w1: Tensor, b1: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------- CK
 def _later_taps_outer(later: Tensor, earlier: Tensor) -> bool:
-    """Shift blocks per tap of whichever kernel has fewer taps (fewer, larger strided adds)."""
+    """Shift blocks per tap of whichever kernel has fewer taps (fewer, larger strided adds); the
+    forward's block adds and the backward's window gathers must make the same choice."""
     return later.shape[2] * later.shape[3] <= earlier.shape[2] * earlier.shape[3]
 
 
@@ -137,7 +138,7 @@ def fold_forward(later: Tensor, earlier: Tensor) -> Tensor:
     products = _taps_major(later).reshape(o * a * a2, c) @ _taps_major(earlier).reshape(c, b * b2 * i)
     products = products.reshape(o, a, a2, b, b2, i)
     kernel = products.new_zeros(o, a + b - 1, a2 + b2 - 1, i)
-    if a * a2 <= b * b2:
+    if _later_taps_outer(later, earlier):
         for y in range(a):
             for x in range(a2):
                 kernel[:, y:y + b, x:x + b2] += products[:, y, x]
@@ -159,7 +160,7 @@ def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool =
     if later.device.type != "cpu":
         return _fold_backward_im2col(later, earlier, dk, need_later, need_earlier)
     dk = _taps_major(dk)
-    if a * a2 <= b * b2:  # (o, V, b, b2, i)
+    if _later_taps_outer(later, earlier):  # (o, V, b, b2, i)
         d_products = torch.stack([dk[:, y:y + b, x:x + b2] for y in range(a) for x in range(a2)], dim=1)
     else:  # (o, a, a2, U, i)
         d_products = torch.stack([dk[:, y:y + a, x:x + a2] for y in range(b) for x in range(b2)], dim=3)
@@ -202,19 +203,26 @@ def tap_sum(w: Tensor) -> Tensor:
     return (w.reshape(o * c, -1) @ w.new_ones(w.shape[2] * w.shape[3])).reshape(o, c)
 
 
+def fold_costs(shapes, left_first: bool) -> List[int]:
+    """Multiply-adds of each fold of ``[(out, in, k)]``, in the order they run (left to right, or
+    right to left)."""
+    costs = []
+    if left_first:
+        o, i, k = shapes[0]
+        for o2, _, k2 in shapes[1:]:  # (o2, o, k2) after (o, i, k)
+            costs.append(o2 * k2 * k2 * o * i * k * k)
+            o, k = o2, k + k2 - 1
+    else:
+        o, i, k = shapes[-1]
+        for _, i0, k0 in reversed(shapes[:-1]):  # (o, i, k) before (i, i0, k0)
+            costs.append(o * k * k * i * i0 * k0 * k0)
+            i, k = i0, k + k0 - 1
+    return costs
+
+
 def fold_cost(shapes) -> Tuple[int, int]:
     """Multiply-adds of folding ``[(out, in, k)]`` left to right vs right to left."""
-    def fold(seq, left_first):
-        total, (o, i, k) = 0, seq[0]
-        for o2, i2, k2 in seq[1:]:
-            if left_first:  # (o2, o, k2) after (o, i, k)
-                total += o2 * k2 * k2 * o * i * k * k
-                o, k = o2, k + k2 - 1
-            else:  # (o, i, k) before (o2, i2, k2): here seq is reversed
-                total += o * k * k * i * i2 * k2 * k2
-                i, k = i2, k + k2 - 1
-        return total
-    return fold(shapes, True), fold(shapes[::-1], False)
+    return sum(fold_costs(shapes, True)), sum(fold_costs(shapes, False))
 
 
 def ck_folds_left_first(weights: Sequence[Tensor]) -> bool:
