@@ -15,7 +15,7 @@ import json
 import os
 import pathlib
 import threading
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -105,11 +105,26 @@ def measure(unit, x: torch.Tensor, candidates: List[backends.FusedPair]) -> Dict
     return {name: timing.median for name, timing in timings.items()}
 
 
+# What the last eager call found, per (device type, nonlinear). Probing a backend (imports, the
+# environment, Triton's knobs) does not trace, so torch.compile reads this instead (a plain dict:
+# Dynamo guards on it as a constant).
+_FOUND: Dict[Tuple[str, bool], list] = {}
+
+
 def _candidates(unit, device: torch.device) -> list:
-    """The composed pairs and (on CUDA) the chain runners; a nonlinear unit has only the chains."""
+    """The composed pairs and (on CUDA) the chain runners; a nonlinear unit has only the chains.
+    While torch.compile traces, those found eagerly (else the torch pair, or none for a nonlinear
+    unit: the unfused chain)."""
+    key = (device.type, bool(unit.nonlinear))
+    if torch.compiler.is_compiling():
+        found = _FOUND.get(key)
+        if found is not None:
+            return found
+        return [] if unit.nonlinear else [backends.resolve("torch", device)]
     from . import chain_backends
     chains = chain_backends.candidates(device)
-    return chains if unit.nonlinear else backends.candidate_pairs(device) + chains
+    _FOUND[key] = chains if unit.nonlinear else backends.candidate_pairs(device) + chains
+    return _FOUND[key]
 
 
 def choose(unit, x: torch.Tensor) -> backends.Resolved:

@@ -168,7 +168,7 @@ class _ComposeCKMany(torch.autograd.Function):
         ctx.folds_many, ctx.layers, ctx.has_bias = folds_many, layers, has_bias
         ctx.left_first = [products.ck_folds_left_first(w) for w in weights]
         partials = _fold_levels(weights, ctx.left_first, folds_many, last=True)
-        kernels = [p[-1].contiguous() for p in partials]
+        kernels = [products.contiguous_output(p[-1]) for p in partials]
         ctx.save_for_backward(*tensors)  # the parameters only
         if not has_bias:
             return tuple(kernels)

@@ -21,7 +21,8 @@ Composed = Tuple[Tensor, Optional[Tensor]]
 
 
 class _ComposeCL(torch.autograd.Function):
-    """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``.
+    """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``,
+    or ``W`` alone without biases.
 
     The first bias rides along as one more input channel of ``W1`` (a constant input of value 1
     through ``b1``): the chain ``W3 W2 [W1 | b1]`` yields the composed weight and, summed over
@@ -32,15 +33,16 @@ class _ComposeCL(torch.autograd.Function):
     def forward(ctx, w1, w2, w3, b1, b2, b3):
         ctx.has_bias = b1 is not None
         ctx.save_for_backward(w1, w2, w3, b1, b2)  # views of the parameters only
+        # Without biases the Function returns W alone: torch.compile fails on a None output.
         if not ctx.has_bias:
-            return products.cl_forward(w1, w2, w3).contiguous(), None
+            return products.contiguous_output(products.cl_forward(w1, w2, w3))
         i = w1.shape[2]
         composed = products.cl_forward(products.with_bias_channel(w1, b1), w2, w3)  # (g, o, i+1, t)
         bias = composed[:, :, i].sum(dim=2) + torch.bmm(w3, b2.unsqueeze(2)).squeeze(2) + b3
-        return composed[:, :, :i].contiguous(), bias  # a weight of its own, not a view of a larger one
+        return products.contiguous_output(composed[:, :, :i]), bias  # a copy unless g = o = 1
 
     @staticmethod
-    def backward(ctx, d_weight, d_bias):
+    def backward(ctx, d_weight, d_bias=None):
         w1, w2, w3, b1, b2 = ctx.saved_tensors
         need_w1, need_w2, need_w3, need_b1, need_b2, need_b3 = ctx.needs_input_grad
         g, o, i, t = w3.shape[0], w3.shape[1], w1.shape[2], w2.shape[3]
@@ -74,8 +76,8 @@ def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor
     c, _, kh, kw = w2.shape[0] // g, *w2.shape[1:]
     o = w3.shape[0] // g
     biases = (None, None, None) if b1 is None else (b1.reshape(g, a), b2.reshape(g, c), b3.reshape(g, o))
-    weight, bias = _ComposeCL.apply(w1.reshape(g, a, i), w2.reshape(g, c, a, kh * kw), w3.reshape(g, o, c),
-                                    *biases)
+    out = _ComposeCL.apply(w1.reshape(g, a, i), w2.reshape(g, c, a, kh * kw), w3.reshape(g, o, c), *biases)
+    weight, bias = out if b1 is not None else (out, None)
     return weight.reshape(g * o, i, kh, kw), (bias.reshape(g * o) if bias is not None else None)
 
 
@@ -131,7 +133,7 @@ def _ck_kernel(weights: Sequence[Tensor], left_first: bool, folds: Folds = TORCH
         kernel = folds.forward(partial[1], weights[0])
     # The folds hand back a channels-last view; the convolution saves this kernel and runs
     # best on the layout the compact one has, so give it a contiguous storage of its own.
-    return kernel.contiguous()
+    return products.contiguous_output(kernel)
 
 
 def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
@@ -143,22 +145,23 @@ def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
 
 
 class _ComposeCK(torch.autograd.Function):
-    """``(folds, n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b)``; recomputes the
+    """``(folds, n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b) or K``; recomputes the
     partial kernels (all but the last fold) in backward instead of saving them. ``folds``: the
     torch products or a backend's fold kernels."""
 
     @staticmethod
     def forward(ctx, folds, n_layers, *tensors):
         weights, biases = tensors[:n_layers], tensors[n_layers:]
-        ctx.folds, ctx.n_layers, ctx.has_bias = folds, n_layers, bool(biases)
+        ctx.folds, ctx.n_layers, ctx.has_bias = folds, n_layers, len(biases) > 0
         ctx.left_first = products.ck_folds_left_first(weights)
         kernel = _ck_kernel(weights, ctx.left_first, folds)
-        bias = _ck_biases(weights, biases)[-1] if biases else None
         ctx.save_for_backward(*weights, *biases)  # the parameters only
-        return kernel, bias
+        if not ctx.has_bias:  # K alone: torch.compile fails on a None output
+            return kernel
+        return kernel, _ck_biases(weights, biases)[-1]
 
     @staticmethod
-    def backward(ctx, d_kernel, d_bias):
+    def backward(ctx, d_kernel, d_bias=None):
         n = ctx.n_layers
         weights, biases = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
         needs = ctx.needs_input_grad[2:]
@@ -212,7 +215,9 @@ def compose_ck(weights: Sequence[Tensor], biases: Optional[Sequence[Tensor]],
     the parameters saved); with ``fold`` alone, the folds are chained under autograd."""
     if fold is None or fold_backward is not None:
         folds = TORCH_FOLDS if fold is None else kernel_folds(fold, fold_backward)
-        return _ComposeCK.apply(folds, len(weights), *weights, *(biases if biases is not None else ()))
+        if biases is None:
+            return _ComposeCK.apply(folds, len(weights), *weights), None
+        return _ComposeCK.apply(folds, len(weights), *weights, *biases)
     left_first = products.ck_folds_left_first(weights)
     if left_first:
         kernel = weights[0]

@@ -196,6 +196,14 @@ def _fold_backward_im2col(later: Tensor, earlier: Tensor, dk: Tensor, need_later
     return d_later, d_earlier
 
 
+def contiguous_output(t: Tensor) -> Tensor:
+    """``t`` contiguous, to be returned by an autograd Function: ``.contiguous()`` only where it
+    copies. Under torch.compile on torch 2.11 a Function output made by a ``.contiguous()`` that had
+    nothing to do (a contiguous view of a forward-local tensor, e.g. a CK kernel with one input
+    channel) receives no gradient: its inputs silently got zeros (tests/test_compile.py)."""
+    return t if t.is_contiguous() else t.contiguous()
+
+
 def tap_sum(w: Tensor) -> Tensor:
     """``sum`` of a kernel ``(o, c, kh, kw)`` over its taps, ``(o, c)``: a GEMV (a reduction over
     the two small trailing dims runs several times slower on CPU)."""
