@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from . import composition_products as products
 
@@ -109,7 +110,9 @@ def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: tor
         levels.append(_BiasLevel(units, offsets, sum(outs), _index(rows, device, sum(outs)),
                                  _index(cols, device, levels[j - 1].size),
                                  taps[0] if same_taps else 0, tap_rows))
-    if not torch.compiler.is_compiling():
+    # Only real index tensors are kept: those made while torch.compile traces, or under a fake or
+    # tracing mode, belong to that trace and would mix modes (or fail) in the next one.
+    if not torch.compiler.is_compiling() and not is_in_torch_dispatch_mode():
         _BIAS_PLANS[key] = levels
     return levels
 
