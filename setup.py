@@ -10,13 +10,17 @@ torch's CUDAExtension + BuildExtension (ninja) when torch is importable here, is
 nvcc is found. Otherwise the pure-Python package is installed and the ``cuda`` backend says why it
 is unavailable. torch must be visible to the build: use ``pip install --no-build-isolation .``.
 
-Environment: ``EXPANDNETS_SKIP_CUDA=1`` skips the extension; ``TORCH_CUDA_ARCH_LIST`` picks the GPU
+Environment: ``EXPANDNETS_SKIP_CUDA=1`` skips the extension; ``CUDA_HOME`` the toolkit (default: the
+one the ``nvcc`` on PATH runs from, found even where that ``nvcc`` is a wrapper script);
+``TORCH_CUDA_ARCH_LIST`` picks the GPU
 architectures (default "8.0;9.0", the oldest the kernels support is 8.0); ``MAX_JOBS`` caps the
 parallel compile jobs.
 """
 import glob
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -50,10 +54,48 @@ def _check_arch_list(arch_list: str) -> None:
                              "need compute capability 8.0 or newer (or set EXPANDNETS_SKIP_CUDA=1)")
 
 
+def _has_cuda_headers(home) -> bool:
+    return bool(home) and os.path.isfile(os.path.join(home, "include", "cuda_runtime_api.h"))
+
+
+def _toolkit_of_nvcc():
+    """The toolkit folder nvcc itself runs from (its ``TOP``), or None. torch guesses the CUDA home
+    as the folder above the ``nvcc`` on PATH, which is wrong where that is a wrapper script (e.g.
+    /usr/local/bin/nvcc calling /usr/local/cuda-13.0/bin/nvcc)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in (dry.stdout + dry.stderr).splitlines():
+        if line.startswith("#$ TOP="):
+            return os.path.realpath(line.split("=", 1)[1].strip())
+    return None
+
+
+def _find_cuda_home() -> None:
+    """Point torch's extension build at a toolkit with headers: CUDA_HOME / CUDA_PATH as set,
+    else the toolkit nvcc runs from when the folder above ``nvcc`` on PATH has no headers."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    nvcc = shutil.which("nvcc")
+    if nvcc is None or _has_cuda_headers(os.path.dirname(os.path.dirname(nvcc))):
+        return  # no nvcc on PATH (torch looks in /usr/local/cuda), or torch's guess is right
+    top = _toolkit_of_nvcc()
+    if _has_cuda_headers(top):
+        print(f"expandnets_cuda: {nvcc} is not inside a CUDA toolkit; using the one it runs from: "
+              f"CUDA_HOME={top}", file=sys.stderr)
+        os.environ["CUDA_HOME"] = top
+
+
 def _cuda_extension():
     """``(ext_modules, cmdclass)`` for the CUDA extension, or nothing with the reason printed."""
     if os.environ.get("EXPANDNETS_SKIP_CUDA", "0") not in ("", "0"):
         return _skip("EXPANDNETS_SKIP_CUDA is set")
+    _find_cuda_home()  # before torch.utils.cpp_extension, which reads it once, on import
     try:
         import torch
         from torch.utils import cpp_extension
@@ -65,6 +107,9 @@ def _cuda_extension():
         return _skip(f"torch {torch.__version__} is a CPU-only build")
     if cpp_extension.CUDA_HOME is None:
         return _skip("nvcc was not found (put it on PATH or set CUDA_HOME)")
+    if not _has_cuda_headers(cpp_extension.CUDA_HOME):
+        return _skip(f"the CUDA home {cpp_extension.CUDA_HOME} has no include/cuda_runtime_api.h; set CUDA_HOME "
+                     "to the CUDA toolkit's folder (the one holding bin/nvcc and include/)")
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     _check_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
     BUILD_INFO.update(extension_configured=True, arch_list=os.environ["TORCH_CUDA_ARCH_LIST"],
@@ -93,11 +138,12 @@ _write_build_info()
 MAPPED = {"expandnets_cuda.reference": "python_ref", "expandnets_cuda.bench": "bench"}
 
 # torch: a range, not a pin, so an installed torch (the CPU 2.13.0 wheel, a CUDA build) is kept
-# as it is; 2.4 brought torch.library.custom_op/register_fake, which the Triton and CUDA ops use.
+# as it is. Its floor is the oldest torch the test suite has passed on: 2.11 (the lent GPUs' image;
+# CI runs the suite under 2.11.0 and 2.13.0). Older ones may work, but nothing shows it.
 # Where no torch is installed pip takes the newest release, on Linux a CUDA build of several GB:
 # install the torch wanted first (scripts/setup_env.sh pins the CPU wheel 2.13.0 on CPU machines).
 # numpy: torch warns "Failed to initialize NumPy" on every import without it.
-INSTALL_REQUIRES = ["torch>=2.4", "numpy>=1.22"]
+INSTALL_REQUIRES = ["torch>=2.11", "numpy>=1.22"]
 TRAIN = ["scikit-learn", "tqdm", "matplotlib"]  # the embedded digits data set, progress bars, curves
 BENCH = ["tqdm", "matplotlib"]  # progress bars, the plot
 EXTRAS = {
