@@ -49,6 +49,12 @@ def _require_extension() -> None:
         raise BackendUnavailableError(
             f"the CUDA extension expandnets_cuda._C does not load against torch {torch.__version__} ({err}); "
             f"rebuild it: {BUILD_HINT}") from err
+    from .schemas import mismatches
+    problems = mismatches()
+    if problems:
+        raise BackendUnavailableError(
+            "the CUDA extension expandnets_cuda._C was built from other sources than this package: "
+            f"{'; '.join(problems)}; rebuild it: {BUILD_HINT}")
 
 
 def load_composer():
