@@ -24,6 +24,7 @@ from expandnets_cuda import backends  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
 from expandnets_cuda.reference import ConvUnitSpec, build_conv_layers, layer_params  # noqa: E402
 
+from . import plan as bplan  # noqa: E402
 from . import report  # noqa: E402
 from .cases import layer_cases  # noqa: E402
 
@@ -79,6 +80,33 @@ def compose_row(composer: backends.Composer, case, strategy: str, rate: float, d
             **{f"{mode}_spread": t.spread for mode, t in timings.items()}}
 
 
+ROUNDS = 7  # interleaved()'s default, which both tables use
+
+
+def _plan(args, device, wanted, cases) -> bplan.Plan:
+    """What ``main`` would time (bench/plan.py); on a CUDA device that is not here, every backend."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        names = [n for n in backends.backend_names() if n != backends.REFERENCE]
+        composers = convolvers = [n for n in names if not wanted or n in wanted]
+    else:
+        pairs = backends.candidate_pairs(device)
+        composers = list(dict.fromkeys(p.composer.name for p in pairs if not wanted or p.composer.name in wanted))
+        convolvers = list(dict.fromkeys(p.convolver.name for p in pairs if not wanted or p.convolver.name in wanted))
+    dtypes = [d for d in args.dtypes.split(",") if device.type == "cuda" or d == "float32"]
+    out = bplan.Plan(f"bench.kernels on {device.type}; composers {composers}, convolvers {convolvers}")
+    conv, compose = out.section("conv"), out.section("compose")
+    for case in cases:
+        for _ in dtypes:
+            for convolver in convolvers:  # aten and the convolver: fwd, dgrad, wgrad each
+                conv.add(6, args.min_run_time, ROUNDS, triton_shapes=int(convolver == "triton"))
+        for composer in composers:
+            for _ in case.strategies(["cl", "ck"]):
+                for _ in args.rates.split(","):
+                    compose.add(2, args.min_run_time, ROUNDS, triton_shapes=int(composer == "triton"))
+    print(out)
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -89,16 +117,20 @@ def main(argv=None) -> dict:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--min-run-time", type=float, default=0.1)
     p.add_argument("--out", default=None)
+    p.add_argument("--plan", action="store_true", help="print what would be timed and an estimate, then stop "
+                   "(works for --device cuda without a GPU: every backend is assumed built)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    pairs = backends.candidate_pairs(device)
     wanted = set(args.backends.split(",")) if args.backends else None
+    cases = [c for m in args.models.split(",") for c in layer_cases(m)]
+    if args.plan:
+        return {"plan": _plan(args, device, wanted, cases).as_dict()}
+    pairs = backends.candidate_pairs(device)
     composers = {pair.composer.name: pair.composer for pair in pairs if not wanted or pair.composer.name in wanted}
     convolvers = {pair.convolver.name: pair.convolver for pair in pairs if not wanted or pair.convolver.name in wanted}
     env = report.environment(device, sys.argv[1:] if argv is None else list(argv), "bench.kernels")
     print(f"kernel benchmark on {env['device']}: composers {list(composers)}, convolvers {list(convolvers)}")
     rows: List[dict] = []
-    cases = [c for m in args.models.split(",") for c in layer_cases(m)]
     for case in cases:
         for dtype_name in args.dtypes.split(","):
             dtype = getattr(torch, dtype_name)

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m ben
 
 import expandnets_cuda as ec  # noqa: E402
 
+from . import plan as bplan  # noqa: E402
 from . import report  # noqa: E402
 from .cases import MODELS, layer_cases  # noqa: E402
 from .layers import bench_layer  # noqa: E402
@@ -73,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="JSON path (the PNGs go beside it)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plan", action="store_true",
+                   help="print what would be timed and an estimate of how long it takes, then stop "
+                        "(works for --device cuda without a GPU: every backend is assumed built)")
     return p.parse_args(argv)
 
 
@@ -106,10 +110,55 @@ def network_forms(forms: List[str], strategies: List[str]) -> List[str]:
     return [f for f in forms if form_strategies(f) <= set(strategies)]
 
 
+def _gpu_backends_assumed() -> List[str]:
+    """Every composer+convolver pair the registry knows (torch first), as a GPU with every backend
+    built runs them: what ``--plan`` counts for a CUDA device that is not here."""
+    names = [n for n in ec.backends.backend_names() if n != ec.backends.REFERENCE]
+    pairs = []
+    for composer in names:
+        for convolver in names:
+            name = composer if composer == convolver else f"{composer}+{convolver}"
+            try:
+                ec.backends.check_backend_name(name)
+            except ValueError:
+                continue
+            pairs.append(name)
+    return sorted(pairs, key=lambda n: n != "torch")
+
+
+def plan(cases, network_models, forms, rates, backends, peers, layer_peers, compile_rates, chain, cfg, args,
+         title: str) -> bplan.Plan:
+    """What ``main`` would time with these settings (bench/plan.py)."""
+    out = bplan.Plan(title)
+    triton = sum("triton" in b for b in backends)
+    if not args.skip_layers:
+        layers = out.section("layers")
+        for _ in cases:  # compact, unfused, each backend, each peer; fwd, bwd, fwd+bwd each
+            layers.add(3 * (2 + len(backends) + len(layer_peers)), cfg["min_run_time"], cfg["rounds"],
+                       compiles=3 * ("compile" in layer_peers), triton_shapes=triton, auto_choices=int("auto" in backends))
+    if not args.skip_network:
+        networks = out.section("networks")
+        for model in network_models:
+            model_forms = [f for f in forms if f != "compact" and not (model == "mobilenet_v2" and "ck" in f)]
+            compiled = len(model_forms) * sum(r in compile_rates for r in rates) * ("compile" in peers)
+            others = [p for p in peers if p != "compile"]
+            expandable = len({(c.in_channels, c.out_channels, c.kernel_size, c.groups) for c in layer_cases(model)}) + 2
+            networks.add(1 + len(model_forms) * len(rates) * (2 + len(others)) + compiled, cfg["min_run_time"],
+                         cfg["rounds"], compiles=compiled,  # the fused networks run backend="auto"
+                         auto_choices=len(model_forms) * len(rates) * expandable)
+    if not args.skip_nonlinear and chain:
+        nonlinear = out.section("nonlinear")
+        for _ in cases:
+            nonlinear.add(3 * (1 + len(chain)), cfg["min_run_time"], cfg["rounds"],
+                          triton_shapes=sum("triton" in c for c in chain))
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
+    planning_for_absent_gpu = args.plan and device.type == "cuda" and not torch.cuda.is_available()
+    if device.type == "cuda" and not torch.cuda.is_available() and not args.plan:
         raise SystemExit("--device cuda: no CUDA device is available here")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,12 +176,9 @@ def main(argv=None) -> dict:
     layer_peers = _csv(args.layer_peers) if args.layer_peers is not None else list(cfg["layer_peers"])
     compile_rates = ([float(r) for r in _csv(args.compile_rates)] if args.compile_rates is not None
                      else list(cfg["compile_rates"] or rates))
-    available = [pair.name for pair in ec.backends.candidate_pairs(device)]  # the fused pairs that run here
+    available = ([pair.name for pair in ec.backends.candidate_pairs(device)]  # the fused pairs that run here
+                 if not planning_for_absent_gpu else _gpu_backends_assumed())
     backends = _csv(args.backends) if args.backends else available + ["auto"]
-    env = report.environment(device, sys.argv[1:] if argv is None else list(argv))
-    print(f"expandnets_cuda benchmark ({mode}) on {env['device']}, torch {env['torch']}, triton {env['triton']}; "
-          f"fused backends {backends}; peers {peers}; {cfg['rounds']} interleaved rounds per comparison")
-
     cases = []
     for model in _csv(args.models):
         if model not in MODELS:
@@ -143,6 +189,15 @@ def main(argv=None) -> dict:
         cases += [(case, s, r) for case in found for s in case.strategies(strategies) for r in rates]
     network_models = _csv(args.network_models) if args.network_models else list(cfg["network_models"])
     forms = network_forms(_csv(args.forms) if args.forms else list(cfg["network_forms"]), strategies)
+    chain = chain_backends_on(device) if not planning_for_absent_gpu else ["triton-chain", "cuda-chain"]
+    if args.plan:
+        the_plan = plan(cases, network_models, forms, rates, backends, peers, layer_peers, compile_rates, chain,
+                        cfg, args, f"bench.run ({mode}) on {device.type}; backends {backends}; peers {peers}")
+        print(the_plan)
+        return {"plan": the_plan.as_dict()}
+    env = report.environment(device, sys.argv[1:] if argv is None else list(argv))
+    print(f"expandnets_cuda benchmark ({mode}) on {env['device']}, torch {env['torch']}, triton {env['triton']}; "
+          f"fused backends {backends}; peers {peers}; {cfg['rounds']} interleaved rounds per comparison")
     progress = _progress((0 if args.skip_layers else len(cases)) + (0 if args.skip_network else len(network_models)),
                          args.no_progress)
 
@@ -164,7 +219,6 @@ def main(argv=None) -> dict:
             progress.update()
         network_rows = report.network_ratios(network_rows)
     nonlinear_rows: List[dict] = []
-    chain = chain_backends_on(device)
     if not args.skip_nonlinear and chain:
         for case, strategy, rate in cases:
             progress.set_description(f"nonlinear {case.label} {strategy} r={rate:g}")
