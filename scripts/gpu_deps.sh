@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# The lent GPU image has torch, triton and ninja but no network and maybe not the test tools.
-# Run this HERE (with network) to put the pure-Python test dependencies, built for the GPU
-# image's Python 3.12, into .gpu_deps/ (git-ignored), then pass carry=[".gpu_deps"] to the device
-# tool; scripts/gpu_session.sh puts it on PYTHONPATH. (scikit-learn/scipy for the digits
-# training bench are too large to carry; that step is skipped there when they are missing.)
+# The Python packages a lent GPU's session needs (requirements.txt) that its image lacks
+# (scripts/gpu_image_packages.txt), downloaded HERE as wheels for the image's Python 3.12 into
+# .whl/ (git-ignored): pass carry=[".whl"] to the device tool; scripts/gpu_session.sh installs them
+# into /tmp/site and puts that on PYTHONPATH. Prints what it carries, or that nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf .gpu_deps
-python3 -m pip install --quiet --target .gpu_deps --python-version 3.12 --only-binary=:all: \
-  --platform manylinux_2_28_x86_64 --no-deps \
-  pytest pluggy iniconfig packaging hypothesis attrs sortedcontainers pytest-benchmark py-cpuinfo tqdm
-du -sh .gpu_deps
+normalise() { tr '[:upper:]_.' '[:lower:]--'; }
+have=$(grep -v '^#' scripts/gpu_image_packages.txt | normalise | sort -u)
+missing=()
+while read -r line; do
+  name=$(echo "$line" | sed 's/[<>=!~;[ ].*//' | normalise)
+  [[ -z "$name" || "$name" == \#* ]] && continue
+  grep -qx "$name" <<<"$have" || missing+=("$line")
+done < <(grep -v '^\s*#' requirements.txt | sed '/^\s*$/d')
+rm -rf .whl
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "gpu_deps: the image has every package of requirements.txt; nothing to carry"
+  exit 0
+fi
+echo "gpu_deps: the image lacks ${missing[*]}; downloading wheels for Python 3.12 into .whl/"
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d .whl "${missing[@]}"
+du -sh .whl
