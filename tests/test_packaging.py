@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 
 import pytest
@@ -177,11 +178,22 @@ def _installed(report: pathlib.Path):
     return {item["metadata"]["name"].lower().replace("_", "-") for item in json.loads(report.read_text())["install"]}
 
 
+def _venv_over_this_python(venv: pathlib.Path, cwd: pathlib.Path) -> None:
+    """A venv that sees this Python's packages. ``--system-site-packages`` means the *base*
+    interpreter's, which lack torch where this Python is itself a venv: a ``.pth`` file adds
+    this one's site-packages. ``--without-pip``: the pip and setuptools of this Python serve the
+    venv; a venv's own older setuptools would shadow the one torch's metadata asks for."""
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], cwd)
+    if sys.prefix != sys.base_prefix:
+        site = _run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                    cwd).stdout.strip()
+        ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+        (pathlib.Path(site) / "_expandnets_parent_env.pth").write_text("".join(f"{p}\n" for p in ours))
+
+
 def test_the_wheel_installs_into_a_venv_and_runs_from_outside_the_checkout(wheel, tmp_path):
     venv = tmp_path / "venv"
-    # --without-pip: the pip and setuptools of this Python serve the venv; a venv's own older
-    # setuptools would shadow the one torch's metadata asks for.
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], tmp_path)
+    _venv_over_this_python(venv, tmp_path)
     report = tmp_path / "report.json"
     _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--report", report,
           f"{wheel}[train,bench]"], tmp_path, _outside_env(venv))
