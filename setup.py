@@ -146,13 +146,15 @@ MAPPED = {"expandnets_cuda.reference": "python_ref", "expandnets_cuda.bench": "b
 INSTALL_REQUIRES = ["torch>=2.11", "numpy>=1.22"]
 TRAIN = ["scikit-learn", "tqdm", "matplotlib"]  # the embedded digits data set, progress bars, curves
 BENCH = ["tqdm", "matplotlib"]  # progress bars, the plot
+EXPORT = ["onnx", "onnxscript", "onnxruntime"]  # torch's ONNX exporter, and the check in onnxruntime
 EXTRAS = {
     "train": TRAIN,
     "bench": BENCH,
+    "export": EXPORT,
     # The Triton interpreter (the CPU tests of the Triton kernels) turns 1-element arrays into
     # ints, which numpy 2.4 no longer allows; triton is the version the lent GPUs run.
     "test": sorted({"pytest", "hypothesis", "pytest-benchmark", "numpy<2.4",
-                    "triton==3.6.0; platform_system == 'Linux'", *TRAIN, *BENCH}),
+                    "triton==3.6.0; platform_system == 'Linux'", *TRAIN, *BENCH, *EXPORT}),
 }
 
 setup(
@@ -169,6 +171,7 @@ setup(
         "expandnets-bench = expandnets_cuda._cli:bench",
         "expandnets-train = expandnets_cuda.train.__main__:main",
         "expandnets-info = expandnets_cuda.info:main",
+        "expandnets-export = expandnets_cuda.export:main",
     ]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

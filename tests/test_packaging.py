@@ -89,7 +89,8 @@ def test_the_wheel_holds_one_package_with_the_reference_and_the_benchmark(wheel)
     scripts = dict(line.replace(" ", "").split("=") for line in entry_points.splitlines() if "=" in line)
     assert scripts == {"expandnets-bench": "expandnets_cuda._cli:bench",
                        "expandnets-train": "expandnets_cuda.train.__main__:main",
-                       "expandnets-info": "expandnets_cuda.info:main"}
+                       "expandnets-info": "expandnets_cuda.info:main",
+                       "expandnets-export": "expandnets_cuda.export:main"}
 
 
 def test_the_wheel_declares_its_dependencies_and_keeps_the_installed_torch(wheel):
@@ -105,7 +106,9 @@ def test_the_wheel_declares_its_dependencies_and_keeps_the_installed_torch(wheel
             extras.setdefault(_extra(r), set()).add(r.name)
     assert {"scikit-learn", "tqdm", "matplotlib"} <= extras["train"]
     assert {"tqdm", "matplotlib"} <= extras["bench"]
-    assert {"pytest", "hypothesis", "pytest-benchmark", "numpy", "triton"} | extras["train"] <= extras["test"]
+    assert {"onnx", "onnxscript", "onnxruntime"} <= extras["export"]
+    assert {"pytest", "hypothesis", "pytest-benchmark", "numpy", "triton"} | extras["train"] | extras["export"] \
+        <= extras["test"]
 
 
 def test_requirements_txt_gives_a_checkout_everything_the_extras_give(wheel):
@@ -170,6 +173,12 @@ def _check_runs_outside_the_checkout(venv: pathlib.Path, cwd: pathlib.Path):
 
     info = _run(["expandnets-info"], cwd, env)
     assert "Backends (what runs on this machine now)" in info.stdout
+
+    exported = _run(["expandnets-export", cwd / "run"], cwd, env)  # contracted, exported, checked
+    assert "OK: the exported files" in exported.stdout and (cwd / "run" / "export" / "model.onnx").is_file()
+    paper = _run(["expandnets-export", "--paper", "shufflenet_v2_x0_5", "--input-size", "64", "--out", cwd / "shuffle"],
+                 cwd, env)
+    assert "OK: the exported files" in paper.stdout
     for text in (stderr, bench.stderr, train.stderr, info.stderr):
         assert NUMPY_WARNING not in text
 
@@ -196,7 +205,7 @@ def test_the_wheel_installs_into_a_venv_and_runs_from_outside_the_checkout(wheel
     _venv_over_this_python(venv, tmp_path)
     report = tmp_path / "report.json"
     _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--report", report,
-          f"{wheel}[train,bench]"], tmp_path, _outside_env(venv))
+          f"{wheel}[train,bench,export]"], tmp_path, _outside_env(venv))
     assert _installed(report) == {"expandnets-cuda"}  # every dependency satisfied as installed: torch kept
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
@@ -210,12 +219,12 @@ def test_the_wheel_installs_its_dependencies_into_an_empty_venv(wheel, tmp_path)
     _run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path)
     pip = [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q"]
     env = _outside_env(venv)
-    # The CPU wheel first, as scripts/setup_env.sh does: torch>=2.4 alone would take a CUDA build.
+    # The CPU wheel first, as scripts/setup_env.sh does: torch>=2.11 alone would take a CUDA build.
     _run(pip + [f"torch=={torch.__version__.split('+')[0]}"], tmp_path, env, timeout=1200)
     report = tmp_path / "report.json"
-    _run(pip + ["--report", report, f"{wheel}[train,bench]"], tmp_path, env, timeout=1200)
+    _run(pip + ["--report", report, f"{wheel}[train,bench,export]"], tmp_path, env, timeout=1200)
     installed = _installed(report)
-    assert {"expandnets-cuda", "numpy", "scikit-learn", "tqdm", "matplotlib"} <= installed
+    assert {"expandnets-cuda", "numpy", "scikit-learn", "tqdm", "matplotlib", "onnx", "onnxruntime"} <= installed
     assert "torch" not in installed
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
