@@ -70,9 +70,12 @@ def _table(rows: List[dict], columns: Sequence[Column]) -> str:
     return "\n".join(lines)
 
 
-def _layer_columns(impl_width: int) -> List[Column]:
-    return [("layer", "<46", lambda r: r["label"][:46]), ("strat", "<5", lambda r: r["strategy"]),
-            ("r", ">3", lambda r: f"{r['rate']:g}"), ("impl", f"<{impl_width}", lambda r: r["impl"])]
+def _layer_columns(rows: List[dict]) -> List[Column]:
+    """Label and implementation columns as wide as their longest entry: nothing is cut."""
+    label = max([len("layer"), *(len(r["label"]) for r in rows)])
+    impl = max([len("impl"), *(len(r["impl"]) for r in rows)])
+    return [("layer", f"<{label}", lambda r: r["label"]), ("strat", "<5", lambda r: r["strategy"]),
+            ("r", ">3", lambda r: f"{r['rate']:g}"), ("impl", f"<{impl}", lambda r: r["impl"])]
 
 
 def _saved_mb(r: dict) -> str:
@@ -80,7 +83,7 @@ def _saved_mb(r: dict) -> str:
 
 
 def format_layer_rows(rows: List[dict]) -> str:
-    return _table(rows, _layer_columns(15) + [
+    return _table(rows, _layer_columns(rows) + [
         ("fwd ms", ">8", lambda r: f"{r['fwd_ms']:.3f}"), ("bwd ms", ">8", lambda r: f"{r['bwd_ms']:.3f}"),
         ("f+b ms", ">8", lambda r: f"{r['fwd_bwd_ms']:.3f}"), ("spread", ">7", lambda r: _spread(r, "fwd_bwd")),
         ("x compact", ">9", lambda r: f"{r['fwd_bwd_vs_compact']:.2f}"),
@@ -88,7 +91,7 @@ def format_layer_rows(rows: List[dict]) -> str:
 
 
 def format_nonlinear_rows(rows: List[dict]) -> str:
-    return _table(rows, _layer_columns(20) + [
+    return _table(rows, _layer_columns(rows) + [
         ("f+b ms", ">8", lambda r: f"{r['fwd_bwd_ms']:.3f}"), ("spread", ">7", lambda r: _spread(r, "fwd_bwd")),
         ("vs unfused", ">10", lambda r: f"{r['fwd_bwd_speedup_vs_unfused']:.2f}x"), ("saved MB", ">8", _saved_mb),
         ("saved x", ">7", lambda r: f"{r['saved_vs_unfused']:.2f}")])
@@ -153,7 +156,7 @@ def headline(network_rows: List[dict]) -> str:
         if r.get("best_peer"):
             parts.append(f"{r['speedup_vs_best_peer']:.2f}x the best peer's ({r['best_peer']})")
         if r.get("saved_vs_compact"):
-            parts.append(f"saves {r['saved_vs_compact']:.2f}x the compact network's memory for backward")
+            parts.append(f"uses {r['saved_vs_compact']:.2f}x the compact network's memory for backward")
         if r.get("launches") and compact_launches.get(r["model"]):
             parts.append(f"{r['launches']} launches per step (compact {compact_launches[r['model']]})")
         noisy = "  [noisy: spread > 10%]" if r.get("noisy") else ""

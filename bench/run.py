@@ -32,7 +32,7 @@ from .network import FORMS, bench_networks, form_strategies  # noqa: E402
 from .nonlinear import bench_nonlinear_layer, chain_backends_on  # noqa: E402
 from .peers import PEERS  # noqa: E402
 
-QUICK = dict(layer_batch=8, network_batch=32, min_run_time=0.3, rounds=5, mobilenet_layers=3,
+QUICK = dict(layer_batch=8, network_batch=128, min_run_time=0.3, rounds=5, mobilenet_layers=3,
              network_models=("smallnet7",), network_forms=("compact", "cl", "ck", "cl+fc"),
              compile_rates=(4.0,), layer_peers=("collapse",))
 FULL = dict(layer_batch=128, network_batch=128, min_run_time=0.5, rounds=7, mobilenet_layers=None,
@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="JSON path (the PNGs go beside it)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the layer and nonlinear-chain tables beside the networks' (always in the JSON)")
     p.add_argument("--plan", action="store_true",
                    help="print what would be timed and an estimate of how long it takes, then stop "
                         "(works for --device cuda without a GPU: every backend is assumed built)")
@@ -230,17 +232,21 @@ def main(argv=None) -> dict:
         print(f"\nHeadline ({env['device']}, training step at batch {cfg['network_batch']}, medians of "
               f"{cfg['rounds']} interleaved rounds):")
         print(report.headline(network_rows))
-    if layer_rows:
+    detail = args.verbose or not network_rows  # one table on the screen: the networks', where there are any
+    if layer_rows and detail:
         print(f"\nLayers (batch {cfg['layer_batch']}; medians; spread = interquartile range / median, '!' over 10%; "
               "'x compact' and 'vs unfused' use fwd+bwd):")
         print(report.format_layer_rows(layer_rows))
-    if nonlinear_rows:
+    if nonlinear_rows and detail:
         print(f"\nNonlinear counterpart (+Init; ReLU between sub-layers): unfused chain vs chain kernels "
               f"{chain}, fwd+bwd, batch {cfg['layer_batch']}:")
         print(report.format_nonlinear_rows(nonlinear_rows))
-    elif not args.skip_nonlinear:
+    elif not nonlinear_rows and not args.skip_nonlinear and detail:
         print("\nNonlinear counterpart: skipped, the chain kernels run on CUDA only (on a CPU the Triton "
               "interpreter and the CUDA CPU execution are tests, not something to time).")
+    if (layer_rows or nonlinear_rows) and not detail:
+        print(f"\n{len(layer_rows)} layer rows and {len(nonlinear_rows)} nonlinear-chain rows: in the JSON below "
+              "(--verbose prints their tables)")
     if network_rows:
         print(f"\nNetworks (training step: forward, backward, SGD; batch {cfg['network_batch']}); "
               "'paper@r4' = the paper's unfused ExpandNet / compact training throughput (Table S10, V100s):")

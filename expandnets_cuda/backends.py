@@ -433,9 +433,19 @@ def _torch_convolver() -> Convolver:
     return Convolver("torch", F.conv2d, F.linear)
 
 
+TRITON_MISSING_FIX = ('pip install triton==3.6.0 (the version the tests and the lent GPUs run; '
+                      '`pip install "expandnets_cuda[test]"` brings it too); on a machine without a GPU its '
+                      'kernels then run under TRITON_INTERPRET=1, for tests')
+
+
 def _triton_precheck() -> None:
-    """Refuse before the kernel modules are imported: importing them with the interpreter off
-    defines them for a GPU for the rest of the process."""
+    """Refuse before the kernel modules are imported: without triton, say how to get it; with the
+    interpreter off and no GPU, refuse too (importing the kernels then defines them for a GPU for
+    the rest of the process)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        raise BackendUnavailableError(f"triton is not installed ({err})", TRITON_MISSING_FIX) from err
     if not torch.cuda.is_available() and triton_kernel_mode() is None and not triton_interpreter_setting():
         raise BackendUnavailableError(*TRITON_NO_DEVICE)
 

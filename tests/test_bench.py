@@ -65,6 +65,7 @@ def test_network_round_robin_has_every_variant_and_ratios():
     assert fused["paper_unfused_vs_compact_r4"] is None  # the paper's figure is for r=4 only
     line = report.headline(rows)
     assert "smallnet3 CL r=2" in line and "best peer's (collapse)" in line and len(line.splitlines()) == 1
+    assert f"uses {fused['saved_vs_compact']:.2f}x the compact network's memory for backward" in line
 
 
 def _expanded_twins(form):
@@ -137,7 +138,16 @@ def test_cli_tiny_run_writes_json_and_plots(tmp_path, capsys):
     for suffix in ("-networks.png", "-layers.png"):
         assert out.with_name(out.stem + suffix).stat().st_size > 1000
     printed = capsys.readouterr().out
-    assert "Headline" in printed and "Layers" in printed and "Networks" in printed
+    assert "Headline" in printed and "Networks" in printed
+    assert "Layers (batch" not in printed and "--verbose prints their tables" in printed  # a screen, not a log
+
+
+def test_layer_labels_are_never_cut():
+    row = {"label": "mobilenet_v2:features.17.conv.1 dw 960->960 k3 s1 @32x32", "strategy": "cl", "rate": 4.0,
+           "impl": "fused[triton+torch]", "fwd_ms": 1.0, "bwd_ms": 2.0, "fwd_bwd_ms": 3.0, "fwd_bwd_spread": 0.01,
+           "fwd_bwd_vs_compact": 1.5, "fwd_bwd_speedup_vs_unfused": 2.0, "saved_bytes": 2**20}
+    table = report.format_layer_rows([row, {**row, "label": "smallnet3:blocks.0.conv conv 3->8 k3 s1 @32x32"}])
+    assert row["label"] in table and "@32x32" in table.splitlines()[2] and "fused[triton+torch]" in table
 
 
 def test_paper_ratio_lookup():

@@ -57,6 +57,22 @@ def test_triton_without_interpreter_on_a_cpu_is_unavailable_and_says_how():
     assert row and row[0].split()[1] == "no"
 
 
+def test_without_triton_the_report_says_how_to_get_it():
+    """Not TRITON_INTERPRET=1, which needs triton installed first."""
+    out = _python("""
+        import json, sys
+        sys.modules["triton"] = None  # as if it were not installed
+        import expandnets_cuda as ec
+        from expandnets_cuda import info
+        t = ec.available_backends()["triton"]
+        print(json.dumps({"available": t.available, "reason": t.reason, "fix": t.fix, "text": info.format_info(info.collect())}))
+    """, interpret="1")
+    got = json.loads(out)
+    assert not got["available"] and "triton is not installed" in got["reason"]
+    assert "pip install triton==3.6.0" in got["fix"] and "TRITON_INTERPRET=1" in got["fix"]
+    assert "pip install triton==3.6.0" in got["text"]
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 def test_triton_under_the_interpreter_is_available_on_the_cpu_and_runs():
     out = _python("""

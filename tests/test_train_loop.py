@@ -265,3 +265,11 @@ def test_cli_reports_bad_data_dir(tmp_path, capsys):
                  "--out-dir", str(tmp_path / "cli")])
     assert code == 2
     assert "absent" in capsys.readouterr().err
+
+
+def test_the_help_prints_each_default_once():
+    from expandnets_cuda.train.__main__ import build_parser
+    text = build_parser().format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("(default: epochs/3, 2*epochs/3)") == 1
+    assert "(default: 4.0)" in text  # a real default is still shown (--rate)

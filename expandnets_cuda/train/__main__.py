@@ -25,12 +25,22 @@ def _milestones(text: str):
         raise argparse.ArgumentTypeError(f"milestones must be comma-separated epochs like 50,100, got {text!r}")
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends a default only where there is one: ``None`` means "decided later", which the
+    option's own help says (e.g. "default: epochs/3, 2*epochs/3"); flags need none."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m expandnets_cuda.train",
         description="Train a compact network or an ExpandNet (CL/CK/FC and combinations), optionally with "
                     "+Init and knowledge distillation, and check that the trained ExpandNet contracts exactly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpWithDefaults)
     what = parser.add_argument_group("what to train")
     what.add_argument("--model", choices=tuple(MODELS), default=DEFAULTS.model)
     what.add_argument("--form", choices=tuple(FORMS), default=DEFAULTS.form)

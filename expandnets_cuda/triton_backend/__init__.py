@@ -3,16 +3,14 @@
 On a GPU they compile for the device; on a CPU they run under the Triton interpreter when
 ``TRITON_INTERPRET=1`` is set before this package is imported (that is how CI tests them).
 """
-from ..backends import BackendUnavailableError
+from ..backends import TRITON_MISSING_FIX, BackendUnavailableError
 
 
 def _require_triton() -> None:
     try:
         import triton  # noqa: F401
     except ImportError as err:
-        raise BackendUnavailableError(
-            f"triton is not installed ({err}); `pip install triton` (on a CPU machine the kernels then run "
-            "under TRITON_INTERPRET=1, for tests)") from err
+        raise BackendUnavailableError(f"triton is not installed ({err})", TRITON_MISSING_FIX) from err
 
 
 def load_composer():
