@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .agreement import agreement
 from .conversion import EXPANDED_TYPES, contract_model
 
 # ||exported - expanded|| / ||expanded|| over all outputs, float32. The expanded network composes
@@ -110,11 +111,8 @@ class ExportReport:
 
 
 def compare(form: str, got: torch.Tensor, want: torch.Tensor, tolerance: float = REL_TOL) -> Check:
-    got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    diff = got - want
-    differing = int((got.argmax(-1) != want.argmax(-1)).sum()) if got.dim() == 2 else 0
-    return Check(form, (diff.norm() / want.norm().clamp_min(1e-300)).item(), diff.abs().max().item(), differing,
-                 tolerance)
+    found = agreement(got, want)
+    return Check(form, found.rel_error, found.max_abs_error, found.differing_predictions, tolerance)
 
 
 def onnx_session(path: str):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..agreement import agreement
 from ..conversion import contract_model
 from .loader import BatchLoader
 
@@ -83,10 +84,9 @@ def contract_and_check(model: nn.Module, loader: BatchLoader) -> Tuple[nn.Module
     compact = contract_model(model).eval()
     with full_fp32():
         expanded, contracted = evaluate(model, loader), evaluate(compact, loader)
-    ref, diff = expanded.logits.double(), (contracted.logits.double() - expanded.logits.double())
+    found = agreement(contracted.logits, expanded.logits)
     check = ContractionCheck(
         expanded_accuracy=expanded.accuracy, contracted_accuracy=contracted.accuracy,
-        max_abs_logit_diff=diff.abs().max().item(),
-        rel_logit_diff=(diff.norm() / ref.norm().clamp_min(1e-300)).item(),
-        differing_predictions=int((expanded.logits.argmax(1) != contracted.logits.argmax(1)).sum()))
+        max_abs_logit_diff=found.max_abs_error, rel_logit_diff=found.rel_error,
+        differing_predictions=found.differing_predictions)
     return compact, check
