@@ -87,14 +87,12 @@ class FusedExpandConv2d(FusedUnit):
         padding = self.spec.symmetric_zero_padding
         if padding is None:  # asymmetric or non-zero padding: pad once, explicitly
             x, padding = pad_input(x, self.spec), (0, 0)
-        if bias is not None and torch.compiler.is_compiling() and x.device.type == "cpu":
-            # torch 2.11's Inductor cannot lower a CPU convolution whose bias is a view (the composed
-            # bias is a reshape); add it after, as Inductor itself does on a GPU.
-            y = pair.convolver.conv2d(x, weight, None, self.spec.stride, padding, self.spec.dilation,
-                                      self.spec.groups)
-            return y + bias.view(1, -1, 1, 1)
-        return pair.convolver.conv2d(x, weight, bias, self.spec.stride, padding, self.spec.dilation,
-                                     self.spec.groups)
+        # torch 2.11's Inductor cannot lower a CPU convolution whose bias is a view (the composed
+        # bias is a reshape): there the bias is added after, as Inductor itself does on a GPU.
+        after = bias is not None and torch.compiler.is_compiling() and x.device.type == "cpu"
+        y = pair.convolver.conv2d(x, weight, None if after else bias, self.spec.stride, padding,
+                                  self.spec.dilation, self.spec.groups)
+        return y + bias.view(1, -1, 1, 1) if after else y
 
     def contract(self) -> nn.Conv2d:
         """The compact ``nn.Conv2d`` with the same function (composed in float64)."""
