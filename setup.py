@@ -163,7 +163,7 @@ setup(
     description="Train ExpandNets (linearly over-parameterised CNNs) at the compact network's cost",
     packages=find_packages(include=["expandnets_cuda", "expandnets_cuda.*"]) + sorted(MAPPED),
     package_dir=MAPPED,
-    package_data={"expandnets_cuda": ["_build_info.json"]},
+    package_data={"expandnets_cuda": ["_build_info.json"], "expandnets_cuda.bench": ["paper_tables.json"]},
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -17,7 +17,8 @@ from expandnets_cuda.timing import SPREAD_WARNING
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IN_CHECKOUT = (REPO / "setup.py").exists()  # False when installed as expandnets_cuda.bench
-PAPER_TABLES = pathlib.Path(os.environ.get("EXPANDNETS_PAPER_TABLES") or REPO.parent / "shared" / "paper_tables.json")
+# The paper's figures, printed beside the measured ones (a data file of this package).
+PAPER_TABLES = pathlib.Path(os.environ.get("EXPANDNETS_PAPER_TABLES") or pathlib.Path(__file__).with_name("paper_tables.json"))
 # Table S10 keys of the unfused ExpandNets the network benchmark reproduces (r=4).
 PAPER_S10 = {("smallnet7", "compact"): "SmallNet_7x7", ("smallnet7", "cl"): "SmallNet_ExpandNet_CL",
              ("smallnet7", "cl+fc"): "SmallNet_ExpandNet_CL_FC", ("smallnet7", "ck"): "SmallNet_ExpandNet_CK",

@@ -1,6 +1,6 @@
 """Backend registry: where each composition and convolution implementation plugs in.
 
-A fused unit runs in two stages (DESIGN.md section 3): a *composer* turns the expanded parameters
+A fused unit runs in two stages (docs/design.md section 3): a *composer* turns the expanded parameters
 into the compact ``(W_eff, b_eff)``, and a *convolver* runs the one compact-size convolution.
 The two are chosen separately, so the fastest pair can run (say, Triton composition + cuDNN
 convolution). A ``backend`` string names either one implementation for both stages (``"torch"``),

@@ -1,7 +1,7 @@
 """Many CK units composed level by level: launches that grow with the number of fold levels, not units.
 
 A CK unit is a stack of ``L`` kernels ``W_0 .. W_{L-1}`` (a kxk conv expanded into 3x3 convs);
-composing it folds them into one kernel by ``L - 1`` two-kernel folds (DESIGN.md section 3),
+composing it folds them into one kernel by ``L - 1`` two-kernel folds (docs/design.md section 3),
 in the cheaper order per unit (``composition_products.ck_folds_left_first``). Every unit's
 ``s``-th fold does not depend on any other unit, so ``_ComposeCKMany`` runs the ``s``-th folds of
 *all* units as one call of a ``FoldsMany`` (``forward(pairs) -> [K]``,

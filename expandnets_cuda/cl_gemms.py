@@ -2,7 +2,7 @@
 (the largest tensor of a unit, ``c*a*t``) when it does not have to.
 
 Per group, ``W1 (a, i)``, ``W2 (c, a, t)`` (``t`` taps), ``W3 (o, c)``; composed ``W (o, i, t)``.
-The intermediates of the forward and backward (DESIGN.md section 3, ``cl_backward_plans``):
+The intermediates of the forward and backward (docs/design.md section 3, ``cl_backward_plans``):
 ``R = W2 W1 (c, t, i)``, ``P = W3 W2``, ``Q = W3^T dW (c, t, i)``, ``Q' = dW W1^T`` (per tap).
 
 Two layouts of ``W2``:

@@ -4,7 +4,7 @@ Each composer is an autograd Function that saves only the expanded parameters (w
 anyway) and, in backward, recomputes the weight-sized products it needs, choosing the
 multiplication order by cost in both directions (``composition_products``). So the composition
 keeps nothing parameter-sized alive between forward and backward; the work stays weight-sized,
-independent of batch and image size (DESIGN.md section 3). The backward is written in
+independent of batch and image size (docs/design.md section 3). The backward is written in
 differentiable torch ops, so double backward works too.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The weight-sized products of the torch composer, forward and backward, and the cost model that
-picks the multiplication order of each (DESIGN.md sections 2-3).
+picks the multiplication order of each (docs/design.md sections 2-3).
 
 CL per group ``W1 (g, a, i)``, ``W2 (g, c, a, t)`` (t = kernel taps), ``W3 (g, o, c)``, composed
 ``W (g, o, i, t)``; ``cl_gemms`` runs each product as large GEMMs in the layout ``W2`` is stored

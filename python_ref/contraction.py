@@ -1,7 +1,7 @@
 """Contraction of expanded units, written for clarity and computed in float64.
 
 Every function takes the sub-layers' weights (and biases, or ``None``) in chain order and returns
-the compact ``(weight, bias)`` in float64. See DESIGN.md section 2 for the algebra.
+the compact ``(weight, bias)`` in float64. See docs/design.md section 2 for the algebra.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-# ||actual - expected|| / ||expected|| allowed per compute dtype (DESIGN.md section 4).
+# ||actual - expected|| / ||expected|| allowed per compute dtype (docs/design.md section 4).
 REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 

@@ -11,8 +11,8 @@ from expandnets_cuda.models import (PAPER_PRESETS, alexnet_compact, expand_paper
                                     mobilenet_v1_cifar, mobilenet_v2, paper_preset, shufflenet_v2_x0_5)
 from helpers import assert_rel_close, randomise_bn as _randomise_bn
 
-_TABLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "paper_tables.json"
-PAPER = json.loads(_TABLES.read_text()) if _TABLES.exists() else None
+_TABLES = pathlib.Path(__file__).resolve().parents[1] / "bench" / "paper_tables.json"
+PAPER = json.loads(_TABLES.read_text())
 
 # preset -> (compact params, ExpandNet params, layers expanded); exact, from our models.
 COUNTS = {
@@ -55,9 +55,7 @@ def test_paper_counts_reproduced(name):
     assert (_millions(compact_params), _millions(expanded_params)) == paper_preset(name).paper_params
 
 
-def test_paper_counts_agree_with_the_shared_tables():
-    if PAPER is None:
-        pytest.skip("../shared/paper_tables.json is not beside the checkout")
+def test_paper_counts_agree_with_the_paper_tables():
     table2 = PAPER["table2_mobilenets_cifar_r4"]
     assert paper_preset("mobilenet_v1_cifar").paper_params == (
         table2["MobileNet"]["params"] / 1e6, table2["MobileNet_ExpandNet_CL"]["params"] / 1e6)

@@ -86,6 +86,7 @@ def test_the_wheel_holds_one_package_with_the_reference_and_the_benchmark(wheel)
         for source in (REPO / folder).glob("*.py"):
             assert f"expandnets_cuda/{package}/{source.name}" in names, source
     assert "expandnets_cuda/_build_info.json" in names
+    assert "expandnets_cuda/bench/paper_tables.json" in names  # the paper's figures, printed beside measured ones
     scripts = dict(line.replace(" ", "").split("=") for line in entry_points.splitlines() if "=" in line)
     assert scripts == {"expandnets-bench": "expandnets_cuda._cli:bench",
                        "expandnets-train": "expandnets_cuda.train.__main__:main",

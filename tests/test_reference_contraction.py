@@ -46,7 +46,7 @@ def test_nonlinear_counterpart_is_not_linear_and_refuses_contraction():
 
 def test_padding_on_the_kxk_breaks_equivalence():
     """Why padding goes once at the unit's input: padding the kxk instead makes the border
-    depend on the first bias, which no compact conv reproduces (DESIGN.md section 1)."""
+    depend on the first bias, which no compact conv reproduces (docs/design.md section 1)."""
     unit = pr.ExpandedConv2d(3, 4, 3, padding=1, rate=2, dtype=torch.float64)
     with torch.no_grad():
         unit.layers[0].bias.normal_(0, 3)

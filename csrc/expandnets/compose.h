@@ -1,4 +1,4 @@
-// Composition of expanded weights (DESIGN.md section 2): launchers for the CL/FC chain, the bias
+// Composition of expanded weights (docs/design.md section 2): launchers for the CL/FC chain, the bias
 // fold and the CK fold, forward and backward. Plain CUDA C++: raw pointers to contiguous arrays,
 // sizes, and the stream to run on. Scalar types: float and double (the composition always runs
 // in float32 or float64; accumulation is in the same type). Every launcher only enqueues work and

@@ -1,4 +1,4 @@
-// The compact-size convolution of a fused unit (DESIGN.md section 3): launchers for the forward
+// The compact-size convolution of a fused unit (docs/design.md section 3): launchers for the forward
 // pass (bias fused), the input gradient and the weight gradient (bias gradient fused). Plain CUDA
 // C++: raw pointers, sizes, element strides and the stream to run on.
 //
