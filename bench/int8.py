@@ -23,24 +23,23 @@ if __package__ in (None, ""):
 
 from expandnets_cuda import export as ex  # noqa: E402
 from expandnets_cuda.quantize import quantize_onnx, weight_ranges  # noqa: E402
+from expandnets_cuda.train.data import load_dataset  # noqa: E402
 from expandnets_cuda.train.pipeline import run  # noqa: E402
 
 from . import report  # noqa: E402
 
 
-def measure(form: str, rate: float, epochs: int, seed: int, work: pathlib.Path) -> dict:
+def measure(form: str, rate: float, epochs: int, seed: int, data, work: pathlib.Path) -> dict:
     out = work / f"{form}-{seed}"
     result = run(model="smallnet3", form=form, rate=rate, epochs=epochs, dataset="digits", seed=seed,
                  out_dir=str(out), progress=False, verbose=False, backend="torch")
     exported = ex.export_run(str(out), str(out / "export"), limit=10_000)
-    from expandnets_cuda.train.data import load_dataset
-    data = load_dataset("digits")
     test, labels, calibration = data.test.images.float(), data.test.labels, data.train.images[:512].float()
     accuracy = {"float": exported.extra["accuracy"]["onnx"]}
     for granularity, per_channel in (("int8_per_channel", True), ("int8_per_tensor", False)):
         path = quantize_onnx(exported.files["onnx"], calibration, str(out / f"{granularity}.onnx"),
                              per_channel=per_channel)
-        accuracy[granularity] = (ex.run_onnx(path, test).argmax(1) == labels).float().mean().item()
+        accuracy[granularity] = ex.accuracy(ex.run_onnx(path, test), labels)
     ranges = weight_ranges(result.compact_model)
     return {"form": form, "rate": rate if form != "compact" else None, "seed": seed, "epochs": epochs,
             "accuracy": accuracy, "weight_ranges": ranges,
@@ -58,11 +57,11 @@ def main(argv=None) -> List[dict]:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     env = report.environment(torch.device("cpu"), sys.argv[1:] if argv is None else list(argv), "bench.int8")
-    rows = []
+    rows, data = [], load_dataset("digits")
     with tempfile.TemporaryDirectory() as work:
         for form in args.forms.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                rows.append(measure(form, args.rate, args.epochs, seed, pathlib.Path(work)))
+                rows.append(measure(form, args.rate, args.epochs, seed, data, pathlib.Path(work)))
                 r = rows[-1]
                 print(f"{form:<8} seed {seed}: float {100 * r['accuracy']['float']:.2f}%  "
                       f"int8 per channel {100 * r['accuracy']['int8_per_channel']:.2f}%  "

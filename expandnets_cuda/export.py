@@ -199,6 +199,8 @@ def export_run(path: str, out_dir: str, *, data_dir: Optional[str] = None, limit
     model_file, summary = _run_files(path)
     net, arch = load_model(model_file, backend="torch")
     data = _run_data(summary, data_dir)
+    if int8 and data is None:
+        raise ValueError("--int8 calibrates on the run's training images: it needs the run's summary.json")
     if data is not None:
         mean, std = channel_stats(data.train.images)
         images, labels = data.test.images[:limit].float(), data.test.labels[:limit]
@@ -211,20 +213,15 @@ def export_run(path: str, out_dir: str, *, data_dir: Optional[str] = None, limit
     report.extra.update(architecture=arch.to_dict(), inputs_from=("test split of " + data.name) if data else "random",
                         normalisation={"mean": mean.tolist(), "std": std.tolist(), "input_scale": "0..255"})
     if labels is not None:
-        report.extra["accuracy"] = {"expanded": _accuracy(_outputs(wrapped, images), labels),
-                                    "onnx": _accuracy(run_onnx(report.files["onnx"], images), labels)}
+        report.extra["accuracy"] = {"expanded": accuracy(_outputs(wrapped, images), labels),
+                                    "onnx": accuracy(run_onnx(report.files["onnx"], images), labels)}
     if int8:
         from .quantize import quantize_onnx
-        if data is None:
-            raise ValueError("--int8 calibrates on the run's training images: it needs the run's summary.json")
         calibration = data.train.images[:limit].float()
         report.files["onnx_int8"] = quantize_onnx(report.files["onnx"], calibration,
                                                   os.path.join(out_dir, "model.int8.onnx"))
-        report.extra.setdefault("accuracy", {})["onnx_int8"] = _accuracy(run_onnx(report.files["onnx_int8"], images),
-                                                                          labels)
-    with open(os.path.join(out_dir, "export.json"), "w") as f:
-        json.dump(report.to_dict(), f, indent=1)
-    return report
+        report.extra["accuracy"]["onnx_int8"] = accuracy(run_onnx(report.files["onnx_int8"], images), labels)
+    return _written(report, out_dir)
 
 
 def export_paper(name: str, out_dir: str, *, input_size: Optional[int] = None, count: int = 16) -> ExportReport:
@@ -245,12 +242,17 @@ def export_paper(name: str, out_dir: str, *, input_size: Optional[int] = None, c
     inputs = torch.randn(count, channels, height, width, generator=generator)
     report = export_contracted(model, inputs, out_dir)
     report.extra.update(network=name, inputs_from="random")
+    return _written(report, out_dir)
+
+
+def _written(report: ExportReport, out_dir: str) -> ExportReport:
+    """``report``, also written to ``out_dir/export.json``."""
     with open(os.path.join(out_dir, "export.json"), "w") as f:
         json.dump(report.to_dict(), f, indent=1)
     return report
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item()
 
 
