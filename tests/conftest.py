@@ -16,6 +16,11 @@ if os.environ.get("EXPANDNETS_TEST_INSTALLED") != "1":
     sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 
 
+def pytest_report_header(config):
+    from helpers import RUN_SEED, scaled
+    return f"expandnets_cuda random tests: seed {RUN_SEED} (EXPANDNETS_TEST_SEED={RUN_SEED} replays it), scale {scaled(1000)}/1000"
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped cleanly without one")
 
