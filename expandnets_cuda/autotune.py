@@ -6,14 +6,20 @@ inside ``torch.compile`` tracing takes the torch pair without measuring (timing 
 while tracing); run the model once eagerly to fill the cache first.
 
 Cache: ``$EXPANDNETS_CACHE_DIR/auto_backend.json`` (default ``~/.cache/expandnets_cuda``);
-``clear_cache()`` or deleting the file forgets every choice.
+``clear_cache()`` or deleting the file forgets every choice. Processes may share one cache
+directory: a write re-reads the file and merges its entry under an exclusive lock
+(``auto_backend.json.lock``, ``fcntl.flock`` where the platform has it), then replaces the file
+atomically, so concurrent writers neither corrupt it nor drop each other's entries; a miss
+re-reads the file before measuring (another process may have measured that shape meanwhile).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import pathlib
+import tempfile
 import threading
 from typing import Dict, List, Tuple
 
@@ -35,18 +41,40 @@ def cache_path() -> pathlib.Path:
 def _read_file(path: pathlib.Path) -> Dict[str, dict]:
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError):  # JSONDecodeError, or bytes that are not UTF-8
         return {}  # a missing or damaged cache is re-measured, never trusted
     return data if isinstance(data, dict) else {}
 
 
-def _sync_memory() -> None:
+def _choices(entries: Dict[str, dict]) -> Dict[str, str]:
+    return {k: v["choice"] for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("choice"), str)}
+
+
+def _sync_memory(reread: bool = False) -> None:
+    """Load the file's choices once per cache path; ``reread``: merge what is on disk now."""
     path = cache_path()
     if not _LOADED_FROM or _LOADED_FROM[0] != path:
         _MEMORY.clear()
-        _MEMORY.update({k: v["choice"] for k, v in _read_file(path).items()
-                        if isinstance(v, dict) and isinstance(v.get("choice"), str)})
+        reread = True
+    if reread:
+        _MEMORY.update(_choices(_read_file(path)))
         _LOADED_FROM[:] = [path]
+
+
+@contextlib.contextmanager
+def _file_lock(path: pathlib.Path):
+    """Exclusive across processes (and this process's threads hold ``_LOCK`` around it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: writes stay atomic, a concurrent one may drop an entry
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def clear_cache() -> None:
@@ -75,15 +103,25 @@ def layer_key(unit, x: torch.Tensor) -> str:
     return f"{device_name(x.device)}|{unit.spec}|{tuple(x.shape)}|{dtype}|{layout}"
 
 
-def _store(key: str, choice: str, times: Dict[str, float]) -> None:
+def _store(key: str, choice: str, times: Dict[str, float]) -> Dict[str, dict]:
+    """Merge one entry into the file; returns every entry the file holds now."""
     path = cache_path()
-    entries = _read_file(path)
-    entries[key] = {"choice": choice, "times_ms": {k: round(v * 1e3, 6) for k, v in times.items()},
-                    "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    entry = {"choice": choice, "times_ms": {k: round(v * 1e3, 6) for k, v in times.items()},
+             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-    tmp.replace(path)  # atomic: concurrent processes never read a half-written file
+    with _file_lock(path):
+        entries = _read_file(path)  # under the lock: what other processes wrote since we last read
+        entries[key] = entry
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(entries, indent=1, sort_keys=True))
+            os.replace(tmp, path)  # atomic: concurrent processes never read a half-written file
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return entries
 
 
 def measure(unit, x: torch.Tensor, candidates: List[backends.FusedPair]) -> Dict[str, float]:
@@ -142,9 +180,14 @@ def choose(unit, x: torch.Tensor) -> backends.Resolved:
         return by_name[name]
     if torch.compiler.is_compiling():
         return candidates[0]
+    with _LOCK:  # another process sharing the cache may have measured this shape meanwhile
+        _sync_memory(reread=True)
+        name = _MEMORY.get(key)
+    if name in by_name:
+        return by_name[name]
     times = measure(unit, x, candidates)
     best = min(times, key=times.get)
     with _LOCK:
-        _store(key, best, times)
+        _MEMORY.update(_choices(_store(key, best, times)))
         _MEMORY[key] = best
     return by_name[best]

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
+from . import caches
 from . import composition_products as products
 
 Tensor = torch.Tensor
@@ -62,7 +63,15 @@ class _BiasLevel:
     tap_rows: Optional[Tensor]
 
 
+# Bounded (caches.BIAS_PLAN_CACHE_SIZE, oldest dropped first); plans a CUDA-graph capture read are
+# pinned: the graph reads their index tensors at every replay.
 _BIAS_PLANS: Dict[tuple, List[_BiasLevel]] = {}
+_PINNED_BIAS_PLANS: set = set()
+
+
+def _capturing(device: torch.device) -> bool:
+    return (not torch.compiler.is_compiling() and device.type == "cuda"
+            and torch.cuda.is_current_stream_capturing())
 
 
 def segment_positions(counts: Sequence[int]) -> Tuple[Tensor, Tensor]:
@@ -87,6 +96,8 @@ def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: tor
     key = (shapes, device)
     found = _BIAS_PLANS.get(key)
     if found is not None:
+        if _capturing(device):
+            _PINNED_BIAS_PLANS.add(key)
         return found
     levels: List[_BiasLevel] = []
     for j in range(max(len(s) for s in shapes)):
@@ -113,7 +124,9 @@ def _bias_plan(shapes: Tuple[Tuple[Tuple[int, int, int], ...], ...], device: tor
     # Only real index tensors are kept: those made while torch.compile traces, or under a fake or
     # tracing mode, belong to that trace and would mix modes (or fail) in the next one.
     if not torch.compiler.is_compiling() and not is_in_torch_dispatch_mode():
-        _BIAS_PLANS[key] = levels
+        if _capturing(device):
+            _PINNED_BIAS_PLANS.add(key)
+        caches.remember(_BIAS_PLANS, key, levels, caches.BIAS_PLAN_CACHE_SIZE, _PINNED_BIAS_PLANS)
     return levels
 
 

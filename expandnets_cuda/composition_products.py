@@ -14,7 +14,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import cl_gemms
+from . import caches, cl_gemms
 
 Tensor = torch.Tensor
 
@@ -60,7 +60,8 @@ def cl_backward_plans(i: int, a: int, c: int, o: int, t: int):
             for dw2, dw1, dw3 in itertools.product(options["dw2"], options["dw1"], options["dw3"])]
 
 
-_PLANS: Dict[Tuple[int, ...], CLBackwardPlan] = {}  # a plain dict: torch.compile reads it as a constant
+# A plain dict: torch.compile reads it as a constant. Bounded (caches.PLAN_CACHE_SIZE, oldest dropped).
+_PLANS: Dict[Tuple[int, ...], CLBackwardPlan] = {}
 
 
 def cl_backward_plan(i: int, a: int, c: int, o: int, t: int) -> CLBackwardPlan:
@@ -71,7 +72,7 @@ def cl_backward_plan(i: int, a: int, c: int, o: int, t: int) -> CLBackwardPlan:
     if plan is None:
         plan = min(cl_backward_plans(i, a, c, o, t), key=lambda plan: plan.cost)
         if not torch.compiler.is_compiling():  # a traced Function may not write to outer state
-            _PLANS[key] = plan
+            caches.remember(_PLANS, key, plan, caches.PLAN_CACHE_SIZE)
     return plan
 
 

@@ -5,8 +5,18 @@ import torch
 from torch import nn
 
 from .reference import ConvUnitSpec, build_conv_layers, contraction, pad_input, run_chain
+from .reference.spec import check_flag
 from . import backends, chain_backends, chain_unit
 from .fused_unit import FusedUnit
+
+
+def _standard_strides(shape) -> tuple:
+    """The strides of a freshly allocated contiguous tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 class FusedExpandConv2d(FusedUnit):
@@ -32,7 +42,7 @@ class FusedExpandConv2d(FusedUnit):
         super().__init__()
         self.spec = ConvUnitSpec.create(in_channels, out_channels, kernel_size, stride, padding,
                                         dilation, groups, bias, padding_mode, strategy, rate)
-        self.nonlinear = bool(nonlinear)
+        self.nonlinear = check_flag(nonlinear, "nonlinear")
         self._init_backend(backend)
         self.layers = build_conv_layers(self.spec, device=device, dtype=dtype)
 
@@ -53,6 +63,11 @@ class FusedExpandConv2d(FusedUnit):
             raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
         self._check_tensor(x, x.dim() - 3 if isinstance(x, torch.Tensor) else 0,
                            self.spec.in_channels, "channels")
+        if 0 in x.shape[-2:] and (x.dim() == 3 or x.shape[0] > 0):
+            # as nn.Conv2d (only an empty batch may be empty), for every backend: the unfused
+            # chain would otherwise convolve the padding alone
+            raise ValueError(f"input has an empty spatial dimension, shape {tuple(x.shape)}; "
+                             "only the batch may be empty")
         s = self.spec
         left, right, top, bottom = s.pad
         height, width = x.shape[-2] + top + bottom, x.shape[-1] + left + right
@@ -84,6 +99,12 @@ class FusedExpandConv2d(FusedUnit):
         if isinstance(pair, chain_backends.ChainRunner):  # the whole chain in fused kernels
             return chain_unit.run_conv_unit(pair, x, self.spec, self.layers, self.nonlinear)
         weight, bias = self._to_compute_dtype(x, *self._composed(pair.composer, x.device.type))
+        if weight.stride() != _standard_strides(weight.shape):
+            # A composed kernel can be contiguous yet carry other strides on its size-1 dims (a CK
+            # kernel with one input channel is a channels-last view). torch's oneDNN convolution
+            # (float32, CPU) misreads such a kernel for some strides and output widths: wrong
+            # outputs, read from outside the kernel. nn.Conv2d never sees one; give it a plain copy.
+            weight = weight.clone(memory_format=torch.contiguous_format)
         padding = self.spec.symmetric_zero_padding
         if padding is None:  # asymmetric or non-zero padding: pad once, explicitly
             x, padding = pad_input(x, self.spec), (0, 0)

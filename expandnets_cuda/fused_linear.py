@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .reference import LinearUnitSpec, build_linear_layers, contraction, run_chain
+from .reference.spec import check_flag
 from . import backends, chain_backends, chain_unit
 from .fused_unit import FusedUnit
 
@@ -21,7 +22,7 @@ class FusedExpandLinear(FusedUnit):
                  backend="auto", device=None, dtype=None):
         super().__init__()
         self.spec = LinearUnitSpec.create(in_features, out_features, bias, rate)
-        self.nonlinear = bool(nonlinear)
+        self.nonlinear = check_flag(nonlinear, "nonlinear")
         self._init_backend(backend)
         self.layers = build_linear_layers(self.spec, device=device, dtype=dtype)
 

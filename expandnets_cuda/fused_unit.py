@@ -1,6 +1,8 @@
 """What the fused conv and linear modules share: backend choice, input checks, composition precision."""
 from __future__ import annotations
 
+import threading
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import torch
@@ -13,14 +15,41 @@ Tensor = torch.Tensor
 
 
 # unit.__dict__ keys shared with ``network_composition``: the (composer name, (W_eff, b_eff))
-# a NetworkComposer staged for this forward, and the composer the unit last ran with.
+# a NetworkComposer staged for this forward, per thread, and the composer the unit last ran with.
 STAGED = "_staged_composed"
 LAST_COMPOSER = "_last_composer"
+# Staged compositions are per thread: units composed together share one autograd node, so a
+# forward in one thread must never take what another thread's forward staged (the first of the
+# two backward passes would free the node the other still needs).
+_STAGING = threading.Lock()
+
+
+def stage(unit: nn.Module, composer_name: str, composed) -> None:
+    with _STAGING:
+        unit.__dict__.setdefault(STAGED, {})[threading.get_ident()] = (composer_name, composed)
+
+
+def unstage(unit: nn.Module):
+    """Take (and drop) what this thread staged on ``unit``: ``(composer name, composed)`` or None."""
+    with _STAGING:
+        staged = unit.__dict__.get(STAGED)
+        if staged is None:
+            return None
+        found = staged.pop(threading.get_ident(), None)
+        if not staged:
+            del unit.__dict__[STAGED]
+        return found
 
 
 def compose_dtype(param_dtype: torch.dtype) -> torch.dtype:
     """Compose in float32 at least (float64 stays float64), whatever the parameters are stored in."""
     return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled``, False on the meta device (shape inference), which has no
+    autocast: torch raises there instead of answering."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type)
 
 
 class FusedUnit(nn.Module):
@@ -72,7 +101,7 @@ class FusedUnit(nn.Module):
         weight = self.layers[0].weight
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the module's parameters are on {weight.device}")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        if x.dtype != weight.dtype and not autocast_enabled(x.device.type):
             raise TypeError(f"input dtype {x.dtype} does not match the parameters' dtype {weight.dtype}; "
                             "convert the module with .to(dtype) or run under torch.autocast")
 
@@ -83,26 +112,19 @@ class FusedUnit(nn.Module):
         return weights, biases
 
     def _composed(self, composer: backends.Composer, device_type: str) -> Tuple[Tensor, Optional[Tensor]]:
-        # Without autograd (evaluation), the composed weight is reused until a parameter changes:
-        # every in-place update (optimizer step, load_state_dict) bumps the tensors' version.
-        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        # Composed afresh at every forward, evaluation included: nn.Conv2d sees every change of its
+        # weight, and so must this. A cache keyed by the parameters' versions would miss writes
+        # through ``p.data`` (weight EMA, pruning masks, ``weight.data.clamp_()``), which bump no
+        # version; a deployed network is contracted once instead (``contract_model``).
         if not torch.compiler.is_compiling():
-            staged = self.__dict__.pop(STAGED, None)  # composed with the whole network this forward
+            staged = unstage(self)  # composed with the whole network this forward
             self.__dict__[LAST_COMPOSER] = composer
             if staged is not None and staged[0] == composer.name and torch.is_grad_enabled():
                 return staged[1]
-        if cacheable:
-            key = (composer.name, device_type, *((p.data_ptr(), p._version) for p in self.parameters()))
-            cached = self.__dict__.get("_composed_cache")
-            if cached is not None and cached[0] == key:
-                return cached[1]
         # Autocast off: the composition is a chain of GEMMs whose rounding would compound.
-        with torch.autocast(device_type=device_type, enabled=False):
+        with torch.autocast(device_type=device_type, enabled=False) if device_type != "meta" else nullcontext():
             weights, biases = self._params(compose_dtype(self.layers[0].weight.dtype))
-            composed = self._compose_with(composer, weights, biases)
-        if cacheable:
-            self.__dict__["_composed_cache"] = (key, composed)
-        return composed
+            return self._compose_with(composer, weights, biases)
 
     def _compose_with(self, composer, weights, biases):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -110,7 +132,7 @@ class FusedUnit(nn.Module):
     @staticmethod
     def _to_compute_dtype(x: Tensor, weight: Tensor, bias: Optional[Tensor]):
         """Under autocast the convolution casts for itself; otherwise match the input's dtype."""
-        if torch.is_autocast_enabled(x.device.type):
+        if autocast_enabled(x.device.type):
             return weight, bias
         return weight.to(x.dtype), (bias.to(x.dtype) if bias is not None else None)
 

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .fused_unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype
+from .fused_unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
 
 Tensor = torch.Tensor
 Composed = Tuple[Tensor, Optional[Tensor]]
@@ -149,13 +149,13 @@ class NetworkComposer:
         calls = 0
         for composer, units in self.groups().values():
             for unit, composed in zip(units, _compose_group(composer, units)):
-                unit.__dict__[STAGED] = (composer.name, composed)
+                stage(unit, composer.name, composed)
             calls += 1 if _composes_in_one_call(units, composer) else len(units)
         return calls
 
     def clear(self) -> None:
         for unit in self.units:
-            unit.__dict__.pop(STAGED, None)
+            unstage(unit)  # this thread's; another thread's forward keeps its own
 
     def _before_forward(self, module, args):
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():

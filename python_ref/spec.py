@@ -17,6 +17,7 @@ STRATEGIES = ("cl", "ck")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 IntPair = Tuple[int, int]
+INT64_MAX = 2**63 - 1  # torch's sizes, strides and paddings are int64
 
 
 def _int_pair(value, name: str, minimum: int) -> IntPair:
@@ -30,16 +31,16 @@ def _int_pair(value, name: str, minimum: int) -> IntPair:
         pair = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if min(pair) < minimum or max(pair) > INT64_MAX:
+        raise ValueError(f"{name} must be >= {minimum} and <= 2**63 - 1, got {value!r}")
     return pair
 
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 1 <= value <= INT64_MAX:
+        raise ValueError(f"{name} must be >= 1 and <= 2**63 - 1, got {value}")
     return int(value)
 
 
@@ -49,6 +50,20 @@ def check_rate(rate) -> float:
     if not math.isfinite(float(rate)) or rate < 1:
         raise ValueError(f"rate must be a finite number >= 1, got {rate!r}")
     return float(rate)
+
+
+def check_flag(value, name: str) -> bool:
+    """A bool argument (``nonlinear``; ``bias`` likewise): anything else is refused, not read as truthy."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def _check_expandable(rate: float, groups: int, **channels) -> None:
+    """Every expanded width must be a size a tensor can have (else Python or torch overflows)."""
+    for name, count in channels.items():
+        if not rate * (count // groups) + 0.5 < INT64_MAX // groups:
+            raise ValueError(f"rate={rate!r} expands {name}={count} beyond the largest tensor size (2**63 - 1)")
 
 
 def expanded_width(channels: int, rate: float, groups: int = 1) -> int:
@@ -108,12 +123,13 @@ class ConvUnitSpec:
                 f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        if padding_mode not in PADDING_MODES:
+        if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if not isinstance(strategy, str) or strategy.lower() not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         strategy = strategy.lower()
         rate = check_rate(rate)
+        _check_expandable(rate, groups, in_channels=in_channels, out_channels=out_channels)
         pad = _resolve_padding(padding, kernel, stride, dilation)
         if strategy == "ck":
             reason = ck_ineligibility(kernel, groups)
@@ -180,7 +196,9 @@ class LinearUnitSpec:
         out_features = _positive_int(out_features, "out_features")
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        return cls(in_features, out_features, bias, check_rate(rate))
+        rate = check_rate(rate)
+        _check_expandable(rate, 1, in_features=in_features, out_features=out_features)
+        return cls(in_features, out_features, bias, rate)
 
     def layer_shapes(self):
         a, b = self.in_features, self.out_features

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import contraction
-from .spec import ConvUnitSpec, LinearUnitSpec, pad_input
+from .spec import ConvUnitSpec, LinearUnitSpec, check_flag, pad_input
 
 
 def build_conv_layers(spec: ConvUnitSpec, device=None, dtype=None) -> nn.ModuleList:
@@ -56,7 +56,7 @@ class ExpandedConv2d(nn.Module):
         super().__init__()
         self.spec = ConvUnitSpec.create(in_channels, out_channels, kernel_size, stride, padding,
                                         dilation, groups, bias, padding_mode, strategy, rate)
-        self.nonlinear = bool(nonlinear)
+        self.nonlinear = check_flag(nonlinear, "nonlinear")
         self.layers = build_conv_layers(self.spec, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ class ExpandedLinear(nn.Module):
                  device=None, dtype=None):
         super().__init__()
         self.spec = LinearUnitSpec.create(in_features, out_features, bias, rate)
-        self.nonlinear = bool(nonlinear)
+        self.nonlinear = check_flag(nonlinear, "nonlinear")
         self.layers = build_linear_layers(self.spec, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

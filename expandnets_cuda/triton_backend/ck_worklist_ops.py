@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import triton
 
-from .. import ck_many
+from .. import caches, ck_many
 from . import ck_worklist as kernels
 from . import cl_worklist_ops
 from . import launch_configs as lc
@@ -106,7 +106,8 @@ def build_work_list(shapes: Tuple[FoldShape, ...], dtype: torch.dtype, device: t
     return WorkList(shapes, units, items, launch, totals, {kind: tuple(s) for kind, s in sizes.items()})
 
 
-_WORK_LISTS: Dict[tuple, WorkList] = {}
+_WORK_LISTS: Dict[tuple, WorkList] = {}  # bounded and pinned as cl_worklist_ops._WORK_LISTS
+_PINNED_WORK_LISTS: set = set()
 
 
 def work_list(shapes: Tuple[FoldShape, ...], dtype: torch.dtype, device: torch.device) -> WorkList:
@@ -116,7 +117,10 @@ def work_list(shapes: Tuple[FoldShape, ...], dtype: torch.dtype, device: torch.d
         if cl_worklist_ops._capturing(device):
             raise RuntimeError("ck_many: these fold shapes were not composed before the CUDA-graph capture; "
                                "run a warm-up step first (the work list is built and copied on first use)")
-        found = _WORK_LISTS[key] = build_work_list(shapes, dtype, device)
+        found = build_work_list(shapes, dtype, device)
+        caches.remember(_WORK_LISTS, key, found, caches.WORK_LIST_CACHE_SIZE, _PINNED_WORK_LISTS)
+    elif cl_worklist_ops._capturing(device):
+        _PINNED_WORK_LISTS.add(key)
     return found
 
 

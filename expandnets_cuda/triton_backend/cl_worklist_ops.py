@@ -13,7 +13,9 @@ shapes, dtype and device; the address table depends on where the parameters live
 change from step to step (optimisers update in place), and is cached by those addresses. Both are
 copied to the device once, on their first use, which must therefore come before a capture. (A
 capture whose inputs moved since the warm-up, e.g. per-step casts, fills its own table on the
-device instead of copying it, and keeps it for good: the graph reads it at every replay.)
+device instead of copying it, and keeps it for good: the graph reads it at every replay.) Both
+caches are bounded (``caches.WORK_LIST_CACHE_SIZE`` work lists, ``TABLE_CACHE_SIZE`` tables, the
+oldest dropped first); whatever a capture read is kept for good instead.
 
 ``torch.library`` ops with fake implementations, so ``torch.compile`` sees two opaque calls.
 """
@@ -27,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import triton
 
+from .. import caches
 from . import cl_worklist as kernels
 from . import launch_configs as lc
 from . import offsets
@@ -122,7 +125,10 @@ def build_work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch
                     launch, totals)
 
 
+# Work lists: bounded (caches.WORK_LIST_CACHE_SIZE, oldest dropped first); the ones a CUDA-graph
+# capture read are pinned (the graph reads their tensors at every replay).
 _WORK_LISTS: Dict[tuple, WorkList] = {}
+_PINNED_WORK_LISTS: set = set()
 _TABLES: "collections.OrderedDict[tuple, Tensor]" = collections.OrderedDict()
 _CAPTURED_TABLES: Dict[tuple, Tensor] = {}
 
@@ -134,7 +140,10 @@ def work_list(shapes: Tuple[Shape, ...], dtype: torch.dtype, device: torch.devic
         if _capturing(device):
             raise RuntimeError("cl_many: these unit shapes were not composed before the CUDA-graph capture; "
                                "run a warm-up step first (the work list is built and copied on first use)")
-        found = _WORK_LISTS[key] = build_work_list(shapes, dtype, device)
+        found = build_work_list(shapes, dtype, device)
+        caches.remember(_WORK_LISTS, key, found, caches.WORK_LIST_CACHE_SIZE, _PINNED_WORK_LISTS)
+    elif _capturing(device):
+        _PINNED_WORK_LISTS.add(key)
     return found
 
 
@@ -170,9 +179,18 @@ def address_table(params: Sequence[Sequence[Optional[Tensor]]], device: torch.de
             return table
         _TABLES[key] = table
         while len(_TABLES) > TABLE_CACHE_SIZE:
-            _TABLES.popitem(last=False)
+            try:
+                _TABLES.popitem(last=False)
+            except KeyError:  # another thread emptied it meanwhile
+                break
+    elif _capturing(device):  # made before the capture, read by it: pinned from now on
+        _CAPTURED_TABLES[key] = table
+        _TABLES.pop(key, None)
     else:
-        _TABLES.move_to_end(key)
+        try:
+            _TABLES.move_to_end(key)
+        except KeyError:  # another thread evicted it meanwhile: the table itself is still good
+            pass
     return table
 
 
