@@ -35,7 +35,7 @@ FLAGS = ["-std=c++20", "-O1", "-g1", "-Wall", "-Wextra", "-Wno-unused-parameter"
 # The kernel families (csrc/<family>_<dtype>.cu) the driver checks.
 FAMILIES = ("compose", "conv", "chain", "worklist", "ck_worklist")
 HARNESS_SOURCES = ["cuemu_core.cpp", "driver.cpp", "check_cuemu.cpp", "check_compose.cpp", "check_conv.cpp", "check_chain.cpp",
-                    "check_worklist.cpp", "check_ck_worklist.cpp", "check_int64.cpp"]
+                    "check_worklist.cpp", "check_ck_worklist.cpp", "check_int64.cpp", "check_random.cpp"]
 
 
 def family_of(source: pathlib.Path) -> str:

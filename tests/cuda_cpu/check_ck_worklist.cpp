@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cases.h"
 #include "expandnets/ck_worklist.h"
 #include "fold_reference.h"
 #include "harness.h"
@@ -38,7 +39,7 @@ struct PairData {
 };
 
 template <class T>
-void ck_worklist_case(Ledger& ledger, const std::vector<CkShape>& shapes, uint64_t seed) {
+void worklist_case(Ledger& ledger, const std::vector<CkShape>& shapes, uint64_t seed) {
   const Tolerance tol = path_tolerance<T>(false);
   const std::string what = "ck_worklist " + std::to_string(shapes.size()) + " folds [" + tol.path + "] ";
   Random rng(seed);
@@ -109,14 +110,20 @@ void plan_checks(Ledger& ledger) {
 
 }  // namespace
 
+void ck_worklist_case(Ledger& ledger, const std::vector<CkShape>& shapes, Path path, uint64_t seed) {
+  if (path == Path::f64) return worklist_case<double>(ledger, shapes, seed);
+  if (path == Path::f32) return worklist_case<float>(ledger, shapes, seed);
+  ledger.record(false, "ck_worklist", std::string("no ") + path_name(path) + " work-list kernels (f64 and f32 only)");
+}
+
 void check_ck_worklist(Ledger& ledger) {
   plan_checks(ledger);
   uint64_t seed = 311;
-  ck_worklist_case<double>(ledger, kPairs, ++seed);
-  ck_worklist_case<float>(ledger, kPairs, ++seed);
+  worklist_case<double>(ledger, kPairs, ++seed);
+  worklist_case<float>(ledger, kPairs, ++seed);
   const std::vector<CkShape> reversed(kPairs.rbegin(), kPairs.rend());
-  ck_worklist_case<double>(ledger, reversed, ++seed);
-  ck_worklist_case<double>(ledger, {kPairs[0]}, ++seed);
+  worklist_case<double>(ledger, reversed, ++seed);
+  worklist_case<double>(ledger, {kPairs[0]}, ++seed);
 
   // No folds: nothing to do. Past the grid limit: an error and no kernel.
   CkWorkTotals none{};

@@ -4,6 +4,7 @@
 // 256 channels and outputs (several blocks and inner-vector passes).
 #include <string>
 
+#include "cases.h"
 #include "expandnets/compose.h"
 #include "fold_reference.h"
 #include "harness.h"
@@ -150,7 +151,30 @@ void run_all(Ledger& ledger) {
   for (const CkShape& s : kCkCases) ck_case<T>(ledger, s, ++seed);
 }
 
+// A path the composition kernels are not instantiated for: a failed check, not a silent skip.
+void unsupported(Ledger& ledger, const char* what, Path path) {
+  ledger.record(false, what, std::string("no ") + path_name(path) + " composition kernels (f64 and f32 only)");
+}
+
 }  // namespace
+
+void cl_compose_case(Ledger& ledger, const ClShape& s, Path path, uint64_t seed) {
+  if (path == Path::f64) return cl_case<double>(ledger, s, seed);
+  if (path == Path::f32) return cl_case<float>(ledger, s, seed);
+  unsupported(ledger, "cl", path);
+}
+
+void cl_bias_fold_case(Ledger& ledger, const ClShape& s, Path path, uint64_t seed) {
+  if (path == Path::f64) return bias_case<double>(ledger, s, seed);
+  if (path == Path::f32) return bias_case<float>(ledger, s, seed);
+  unsupported(ledger, "cl bias fold", path);
+}
+
+void ck_fold_case(Ledger& ledger, const CkShape& s, Path path, uint64_t seed) {
+  if (path == Path::f64) return ck_case<double>(ledger, s, seed);
+  if (path == Path::f32) return ck_case<float>(ledger, s, seed);
+  unsupported(ledger, "ck", path);
+}
 
 void check_compose(Ledger& ledger) {
   run_all<double>(ledger);

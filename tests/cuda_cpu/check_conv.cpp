@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cases.h"
 #include "expandnets/conv.h"
 #include "harness.h"
 
@@ -15,12 +16,6 @@ namespace {
 
 using expandnets::ConvShape;
 using expandnets::Strides4;
-
-struct ConvCase {
-  const char* name;
-  int64_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, groups;
-  bool bias;
-};
 
 // Odd sizes, stride 2, padding, dilation, groups, depthwise, batch 1, 1x1, a kernel larger than
 // the stride (overlapping windows) and one smaller (pixels no window reads), more than one GEMM
@@ -38,19 +33,10 @@ const ConvCase kCases[] = {
     {"depthwise 48x48 (weight grad split)", 1, 3, 48, 48, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3, true},
 };
 
-enum class Layout { nchw, nhwc, strided, cnhw, huge };
+using Layout = ConvLayout;
 // Images 2^31 + 7 elements apart: every offset past the first image exceeds int32.
 constexpr int64_t kHugeImageStride = (int64_t(1) << 31) + 7;
-const char* layout_name(Layout l) {
-  switch (l) {
-    case Layout::nchw: return "nchw";
-    case Layout::nhwc: return "channels_last";
-    case Layout::strided: return "strided view";
-    case Layout::cnhw: return "cnhw";
-    case Layout::huge: return "images 2^31+7 elements apart";
-  }
-  return "?";
-}
+const char* layout_name(Layout l) { return conv_layout_name(l); }
 
 // Element strides of an (n, c, h, w) activation in a layout; "strided" is a view with every
 // other width element, padded rows, planes and images (like x[..., ::2] of a larger buffer).
@@ -284,6 +270,27 @@ void check_launcher_contract(Ledger& ledger) {
 }
 
 }  // namespace
+
+const char* conv_layout_name(ConvLayout l) {
+  switch (l) {
+    case ConvLayout::nchw: return "nchw";
+    case ConvLayout::nhwc: return "channels_last";
+    case ConvLayout::strided: return "strided view";
+    case ConvLayout::cnhw: return "cnhw";
+    case ConvLayout::huge: return "images 2^31+7 elements apart";
+  }
+  return "?";
+}
+
+void conv_case(Ledger& ledger, const ConvCase& k, ConvLayout layout, Path path, uint64_t seed) {
+  switch (path) {
+    case Path::f64: return run_case<double>(ledger, k, layout, false, seed);
+    case Path::f32: return run_case<float>(ledger, k, layout, false, seed);
+    case Path::tf32: return run_case<float>(ledger, k, layout, true, seed);
+    case Path::f16: return run_case<__half>(ledger, k, layout, false, seed);
+    case Path::bf16: return run_case<__nv_bfloat16>(ledger, k, layout, false, seed);
+  }
+}
 
 // Activations whose images lie 2^31 + 7 elements apart: x, y, dy and dx offsets of the second
 // image exceed int32, in the implicit GEMM (FMA and WMMA maths) and in the depthwise kernels.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cases.h"
 #include "expandnets/worklist.h"
 #include "harness.h"
 
@@ -181,6 +182,12 @@ void plan_checks(Ledger& ledger) {
 }
 
 }  // namespace
+
+void cl_worklist_case(Ledger& ledger, const std::vector<ClShape>& shapes, bool biases, Path path, uint64_t seed) {
+  if (path == Path::f64) return worklist_case<double>(ledger, shapes, biases, seed);
+  if (path == Path::f32) return worklist_case<float>(ledger, shapes, biases, seed);
+  ledger.record(false, "worklist", std::string("no ") + path_name(path) + " work-list kernels (f64 and f32 only)");
+}
 
 void check_worklist(Ledger& ledger) {
   plan_checks(ledger);

@@ -59,11 +59,13 @@ bool same_bits(const T& a, const T& b) {
 }
 
 // The error model of one kernel path: |out - ref| <= (acc_unit * (terms + 2) + input_rel) * sum|terms|
-// + out_rel * |ref|, the classic bound of a recursive sum of exact products (terms = summands),
-// plus the rounding of the inputs (TF32) and of the output (16-bit types).
+// + out_rel * |ref| + out_abs, the classic bound of a recursive sum of exact products (terms =
+// summands), plus the rounding of the inputs (TF32) and of the output (16-bit types: relative for
+// normal results, absolute, half the smallest subnormal, where the result is subnormal).
 struct Tolerance {
   const char* path;
   double acc_unit, input_rel, out_rel;
+  double out_abs = 0;
 };
 inline Tolerance exact_tolerance(const char* path, double unit) { return {path, unit, 0, 0}; }
 
@@ -84,15 +86,18 @@ class Ledger {
   void record(bool ok, const std::string& what, const std::string& detail) {
     ++checks_;
     if (!ok) ++failures_;
-    if (!ok || verbose_) std::printf("%s %s: %s\n", ok ? "ok  " : "FAIL", what.c_str(), detail.c_str());
+    if (!ok || verbose_) std::printf("%s %s%s: %s\n", ok ? "ok  " : "FAIL", context_.c_str(), what.c_str(), detail.c_str());
     if (!ok) std::fflush(stdout);
   }
   int checks() const { return checks_; }
   int failures() const { return failures_; }
+  // Printed before `what` on every line (the random group: its seed, the case and how to replay it).
+  void set_context(const std::string& context) { context_ = context; }
 
  private:
   bool verbose_;
   int checks_ = 0, failures_ = 0;
+  std::string context_;
 };
 
 // Compares got[i] (through to_double) with refs[i] under tol; one ledger entry for the tensor.
@@ -105,7 +110,7 @@ void compare(Ledger& ledger, const std::string& what, const Tolerance& tol, cons
     const double v = Scalar<T>::to_double(*got[i]);
     const Ref& r = refs[i];
     const double bound = (tol.acc_unit * double(r.terms + 2) + tol.input_rel) * r.magnitude +
-                         tol.out_rel * std::fabs(r.value) + 1e-300;
+                         tol.out_rel * std::fabs(r.value) + tol.out_abs + 1e-300;
     const double err = std::fabs(v - r.value);
     const double ratio = std::isfinite(v) ? err / bound : INFINITY;
     if (!(ratio <= 1)) ++bad;
@@ -188,11 +193,11 @@ inline Tolerance path_tolerance<float>(bool allow_tf32) {
 }
 template <>
 inline Tolerance path_tolerance<__half>(bool) {
-  return {"f16 WMMA", std::ldexp(1.0, -23), 0, std::ldexp(1.0, -11)};
+  return {"f16 WMMA", std::ldexp(1.0, -23), 0, std::ldexp(1.0, -11), std::ldexp(1.0, -25)};
 }
 template <>
 inline Tolerance path_tolerance<__nv_bfloat16>(bool) {
-  return {"bf16 WMMA", std::ldexp(1.0, -23), 0, std::ldexp(1.0, -8)};
+  return {"bf16 WMMA", std::ldexp(1.0, -23), 0, std::ldexp(1.0, -8), std::ldexp(1.0, -134)};
 }
 
 void check_cuemu(Ledger& ledger);
@@ -202,6 +207,8 @@ void check_chain(Ledger& ledger);
 void check_worklist(Ledger& ledger);
 void check_ck_worklist(Ledger& ledger);
 void check_int64(Ledger& ledger);
+// `count` cases drawn from `seed` (tests/cuda_cpu/check_random.cpp); only case `only` if >= 0.
+void check_random(Ledger& ledger, uint64_t seed, int64_t count, int64_t only);
 // Self-tests that must stop the program with a report (the harness can fail); returns false if
 // `name` is unknown.
 bool run_expected_failure(const char* name);
