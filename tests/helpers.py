@@ -185,3 +185,37 @@ def case_rng(name: str, index: int = 0):
 def replay(name: str, index: int, spec) -> str:
     """What a failure message says so the case can be run again."""
     return (f"[{name} case {index}, seed {RUN_SEED}: replay with EXPANDNETS_TEST_SEED={RUN_SEED}] spec={spec!r}")
+
+
+def chunk_indices(total: int, chunks: int, chunk: int) -> range:
+    """Case indices of chunk ``chunk`` when ``total`` cases are split into ``chunks``."""
+    return range(chunk * total // chunks, (chunk + 1) * total // chunks)
+
+
+def run_chunk(name: str, indices: range, run_case, describe) -> int:
+    """Runs ``run_case(i)`` for every index (``EXPANDNETS_TEST_CASE=i``: that case only); fails
+    with every failing index, the first one's whole error and ``replay`` text (``describe(i)`` is
+    its spec). Returns how many cases ran, all of them passing."""
+    import os
+    import pytest
+    only = os.environ.get("EXPANDNETS_TEST_CASE")
+    if only is not None:
+        if int(only) not in indices:
+            pytest.skip(f"EXPANDNETS_TEST_CASE={only} is in another chunk")
+        indices = [int(only)]
+    assert len(indices) > 0, "an empty chunk would prove nothing"
+    failures = []
+    for index in indices:
+        try:
+            run_case(index)
+        except Exception as err:  # noqa: BLE001 - a crash of the case is a failure too
+            failures.append((index, err))
+    if failures:
+        index, err = failures[0]
+        lines = [f"{len(failures)} of {len(indices)} cases failed: indices {[i for i, _ in failures]}",
+                 f"first: {type(err).__name__}: {err}", replay(name, index, describe(index)),
+                 f"(EXPANDNETS_TEST_SEED={RUN_SEED} EXPANDNETS_TEST_CASE={index} runs it alone)"]
+        lines += [f"also: {replay(name, i, describe(i))}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+                  for i, e in failures[1:10]]
+        pytest.fail("\n".join(lines))
+    return len(indices)

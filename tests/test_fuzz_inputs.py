@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 import expandnets_cuda as ec
+import helpers
 import python_ref as pr
-from helpers import REL_TOL, RUN_SEED, case_rng, rel_error, replay, scaled
+from helpers import REL_TOL, RUN_SEED, case_rng, rel_error, scaled
 
 # torch's own remarks on the compact layers built from hostile arguments, not the library's.
 pytestmark = [pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op"),
@@ -651,40 +652,12 @@ def run_case(index: int) -> str:
 
 
 def chunk_indices(chunk: int) -> range:
-    return range(chunk * TOTAL // CHUNKS, (chunk + 1) * TOTAL // CHUNKS)
-
-
-def first_line(err) -> str:
-    return (str(err).splitlines() or [""])[0]
+    return helpers.chunk_indices(TOTAL, CHUNKS, chunk)
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS), ids=lambda c: f"chunk{c}")
 def test_fuzz(chunk):
-    only = os.environ.get("EXPANDNETS_TEST_CASE")
-    indices = chunk_indices(chunk)
-    if only is not None:
-        if int(only) not in indices:
-            pytest.skip(f"EXPANDNETS_TEST_CASE={only} is in another chunk")
-        indices = [int(only)]
-    assert len(indices) > 0, "an empty chunk would prove nothing"
-    failures, checked = [], 0
-    for index in indices:
-        try:
-            run_case(index)
-        except Exception as err:  # noqa: BLE001 - a crash of the case is a failure too
-            failures.append((index, err))
-            continue
-        checked += 1
-    if failures:
-        index, err = failures[0]
-        lines = [f"{len(failures)} of {len(indices)} cases failed: indices {[i for i, _ in failures]}",
-                 f"first: {type(err).__name__}: {err}", replay(NAME, index, draw_case(index)),
-                 f"(EXPANDNETS_TEST_SEED={RUN_SEED} EXPANDNETS_TEST_CASE={index} runs it alone)"]
-        lines += [f"also: {replay(NAME, i, draw_case(i))}: {type(e).__name__}: {first_line(e)[:300]}"
-                  for i, e in failures[1:10]]
-        pytest.fail("\n".join(lines))
-    assert checked == len(indices) > 0
-    COMPARED[chunk] = checked
+    COMPARED[chunk] = helpers.run_chunk(NAME, chunk_indices(chunk), run_case, draw_case)
 
 
 def test_case_count():

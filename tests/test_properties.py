@@ -19,8 +19,9 @@ import pytest
 import torch
 
 import expandnets_cuda as ec
+import helpers
 import python_ref as pr
-from helpers import REL_TOL, RUN_SEED, assert_rel_close, case_rng, compare_units, replay, scaled, twin
+from helpers import REL_TOL, RUN_SEED, assert_rel_close, case_rng, compare_units, scaled, twin
 
 NAME = "properties"
 CHUNKS = 10
@@ -44,7 +45,7 @@ def _one_thread():
 
 
 def chunk_indices(chunk: int) -> range:
-    return range(chunk * TOTAL // CHUNKS, (chunk + 1) * TOTAL // CHUNKS)
+    return helpers.chunk_indices(TOTAL, CHUNKS, chunk)
 
 
 # --- spec generation -------------------------------------------------------------------------------
@@ -181,45 +182,17 @@ def run_case(index: int) -> dict:
     spec = draw_spec(index)
     fast, ref, x = build(spec)
     compare_units(fast, ref, x, REL_TOL[torch.float64], f"case {index}")
-    with torch.no_grad():  # evaluation: the composed weight comes from the unit's cache on the 2nd call
+    with torch.no_grad():  # evaluation, twice: the second call must compose the same again
         expected = ref(x)
-        for call in ("first", "cached"):
+        for call in ("first", "second"):
             assert_rel_close(fast(x), expected, REL_TOL[torch.float64], f"case {index} no-grad output ({call} call)")
     return spec
 
 
 # --- the tests ---------------------------------------------------------------------------------------
-def first_line(err) -> str:
-    return (str(err).splitlines() or [""])[0]
-
-
 @pytest.mark.parametrize("chunk", range(CHUNKS), ids=lambda c: f"chunk{c}")
 def test_torch_backend_matches_reference(chunk):
-    only = os.environ.get("EXPANDNETS_TEST_CASE")
-    indices = chunk_indices(chunk)
-    if only is not None:
-        if int(only) not in indices:
-            pytest.skip(f"EXPANDNETS_TEST_CASE={only} is in another chunk")
-        indices = [int(only)]
-    assert len(indices) > 0, "an empty chunk would prove nothing"
-    failures, compared = [], 0
-    for index in indices:
-        try:
-            run_case(index)
-        except Exception as err:  # every failing index is reported, the first with its whole story
-            failures.append((index, err))
-            continue
-        compared += 1
-    if failures:
-        index, err = failures[0]
-        lines = [f"{len(failures)} of {len(indices)} cases failed: indices {[i for i, _ in failures]}",
-                 f"first: {type(err).__name__}: {err}", replay(NAME, index, draw_spec(index)),
-                 f"(EXPANDNETS_TEST_SEED={RUN_SEED} EXPANDNETS_TEST_CASE={index} runs it alone)"]
-        lines += [f"also: {replay(NAME, i, draw_spec(i))}: {type(e).__name__}: {first_line(e)}"
-                  for i, e in failures[1:10]]
-        pytest.fail("\n".join(lines))
-    assert compared == len(indices) > 0
-    COMPARED[chunk] = compared
+    COMPARED[chunk] = helpers.run_chunk(NAME, chunk_indices(chunk), run_case, draw_spec)
 
 
 def test_case_count():

@@ -14,29 +14,19 @@ import os
 import pathlib
 import re
 import subprocess
-import sys
 
 import pytest
 
 from helpers import RUN_SEED, scaled
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "cuda_cpu"))
-import build as cuemu_build  # noqa: E402  (tests/cuda_cpu/build.py; objects cached by content hash)
+# The driver fixture of the fixed groups (the build's objects are cached by content hash).
+from test_cuda_cpu_exec import cuemu_build, driver  # noqa: F401 (driver: a fixture)
 
 COUNT = scaled(300)
 REPLAY = (f"replay: EXPANDNETS_TEST_SEED={RUN_SEED} EXPANDNETS_TEST_SCALE={os.environ.get('EXPANDNETS_TEST_SCALE', '1')} "
           f"pytest tests/{pathlib.Path(__file__).name}, or python3 tests/cuda_cpu/build.py random --seed {RUN_SEED} "
           f"--count {COUNT} (--only I for case I)")
 CASE_LINE = re.compile(r"^random case (\d+) \(seed (\d+)\): (.*)$", re.M)
-
-
-@pytest.fixture(scope="module")
-def driver():
-    try:
-        return cuemu_build.build()
-    except subprocess.CalledProcessError as err:
-        pytest.fail(f"the cuemu build failed:\n{err.stderr[-6000:]}")
 
 
 def _run(driver, *args):
