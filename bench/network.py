@@ -15,7 +15,7 @@ from expandnets_cuda.timing import interleaved
 from .cases import MODELS
 from .launches import count_step_launches
 from .memory import step_memory
-from .peers import build_peer
+from .peers import COMPILED_PEERS, build_peer
 
 FORMS = ("compact", "cl", "ck", "cl+fc", "ck+fc", "fc")
 
@@ -98,7 +98,7 @@ def bench_networks(model_name: str, forms: Sequence[str], rates: Sequence[float]
 def step_launches(variant: Variant, device: torch.device) -> dict:
     """Kernels (CUDA) or dispatched operators (CPU) per forward + backward. A compiled peer is not
     counted on a CPU: the counting dispatch mode would make Dynamo compile it once more."""
-    if variant.variant == "compile" and torch.device(device).type != "cuda":
+    if variant.variant in COMPILED_PEERS and torch.device(device).type != "cuda":
         return {"launches": None}
     counted = count_step_launches(variant.model, variant.x, variant.y, warmup=0)
     return {"launches": counted["launches"], "launches_counted": counted["counted"]}

@@ -1,10 +1,11 @@
 """What a user would pick instead of this library, measured beside it.
 
 1. **Online collapse in plain PyTorch** (OREPA-style re-parameterisation): every forward composes
-   the effective weight from the expanded parameters with ``einsum`` (CL, FC) or by convolving the
-   kernels (CK), runs one ``F.conv2d`` / ``F.linear``, and lets autograd do the rest. About twenty
-   lines; no custom kernels, no cost model.
-2. **``torch.compile`` of the unfused chain**: the paper's training form, handed to Inductor.
+   the effective weight from the expanded parameters with two matrix products in the cheaper order
+   (CL, FC) or by convolving the kernels (CK), runs one ``F.conv2d`` (which pads, as a user would
+   let it) / ``F.linear``, and lets autograd do the rest. About twenty lines; no custom kernels.
+2. **``torch.compile`` of that online collapse** (``collapse-compile``).
+3. **``torch.compile`` of the unfused chain**: the paper's training form, handed to Inductor.
 
 Both are built from an unfused model (``backend="reference"``) and share its parameters, so they
 compute the same function and gradients as the fused model they are compared with.
@@ -19,25 +20,37 @@ from torch import nn
 
 from expandnets_cuda import FusedExpandConv2d, FusedExpandLinear
 
-PEERS = ("collapse", "compile")
+PEERS = ("collapse", "collapse-compile", "compile")
+COMPILED_PEERS = ("collapse-compile", "compile")  # timed only at the compile rates (cold compiles)
 
 
-def _pad(x: torch.Tensor, spec) -> torch.Tensor:
-    if not any(spec.pad):
-        return x
-    return F.pad(x, spec.pad, mode="constant" if spec.padding_mode == "zeros" else spec.padding_mode)
+def _conv(x: torch.Tensor, w: torch.Tensor, b, spec) -> torch.Tensor:
+    """One convolution with the spec's padding: ``F.conv2d`` pads symmetric zero padding itself;
+    other modes (and asymmetric 'same') are padded explicitly, as ``nn.Conv2d`` does."""
+    padding = spec.symmetric_zero_padding
+    if padding is None:
+        mode = "constant" if spec.padding_mode == "zeros" else spec.padding_mode
+        x, padding = F.pad(x, spec.pad, mode=mode), 0
+    return F.conv2d(x, w, b, spec.stride, padding, spec.dilation, spec.groups)
 
 
 def collapse_cl(layers, groups: int):
+    """W3 W2 W1 per group and tap, as two batched matrix products in the cheaper order."""
     w1, w2, w3 = (layer.weight for layer in layers)
     g = groups
-    W1 = w1.reshape(g, w1.shape[0] // g, w1.shape[1])
-    W2 = w2.reshape(g, w2.shape[0] // g, *w2.shape[1:])
-    W3 = w3.reshape(g, w3.shape[0] // g, w3.shape[1])
-    weight = torch.einsum("goc,gcayx,gai->goiyx", W3, W2, W1).reshape(-1, W1.shape[2], *w2.shape[2:])
+    a, i = w1.shape[0] // g, w1.shape[1]
+    c, o, taps = w2.shape[0] // g, w3.shape[0] // g, w2.shape[2:]
+    W1 = w1.reshape(g, a, i)
+    W2 = w2.reshape(g, c, a, -1)
+    W3 = w3.reshape(g, o, c)
+    if o * c * a + o * a * i <= c * a * i + o * c * i:  # (W3 W2) W1, else W3 (W2 W1); times taps both
+        weight = torch.einsum("goat,gai->goit", torch.einsum("goc,gcat->goat", W3, W2), W1)
+    else:
+        weight = torch.einsum("goc,gcit->goit", W3, torch.einsum("gcat,gai->gcit", W2, W1))
+    weight = weight.reshape(g * o, i, *taps)
     if layers[0].bias is None:
         return weight, None
-    inner = torch.einsum("gcayx,ga->gc", W2, layers[0].bias.reshape(g, -1)) + layers[1].bias.reshape(g, -1)
+    inner = torch.einsum("gcat,ga->gc", W2, layers[0].bias.reshape(g, -1)) + layers[1].bias.reshape(g, -1)
     return weight, torch.einsum("goc,gc->go", W3, inner).reshape(-1) + layers[2].bias
 
 
@@ -56,7 +69,8 @@ def collapse_ck(layers):
 
 def collapse_fc(layers):
     w1, w2, w3 = (layer.weight for layer in layers)
-    weight = w3 @ w2 @ w1
+    (o, c), (a, i) = w3.shape, w1.shape
+    weight = (w3 @ w2) @ w1 if o * c * a + o * a * i <= c * a * i + o * c * i else w3 @ (w2 @ w1)
     if layers[0].bias is None:
         return weight, None
     return weight, w3 @ (w2 @ layers[0].bias + layers[1].bias) + layers[2].bias
@@ -70,7 +84,7 @@ class OnlineCollapseConv2d(nn.Module):
     def forward(self, x):
         s = self.spec
         w, b = collapse_cl(self.layers, s.groups) if s.strategy == "cl" else collapse_ck(self.layers)
-        return F.conv2d(_pad(x, s), w, b, s.stride, 0, s.dilation, s.groups)
+        return _conv(x, w, b, s)
 
 
 class OnlineCollapseLinear(nn.Module):
@@ -104,6 +118,8 @@ def compiled(unfused: nn.Module, backend: str = "inductor") -> nn.Module:
 def build_peer(peer: str, unfused: nn.Module, compile_backend: str = "inductor") -> nn.Module:
     if peer == "collapse":
         return online_collapse(unfused)
+    if peer == "collapse-compile":
+        return torch.compile(online_collapse(unfused), backend=compile_backend)
     if peer == "compile":
         return compiled(unfused, compile_backend)
     raise ValueError(f"peer must be one of {PEERS}, got {peer!r}")

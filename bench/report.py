@@ -177,7 +177,8 @@ def write_json(path: pathlib.Path, record: dict) -> None:
 
 FORM_COLOURS = {"cl": "tab:blue", "ck": "tab:orange", "cl+fc": "tab:green", "ck+fc": "tab:red", "fc": "tab:purple"}
 VARIANT_STYLES = {"fused": dict(linestyle="-", marker="o"), "unfused": dict(linestyle="--", marker="s"),
-                  "collapse": dict(linestyle=":", marker="^"), "compile": dict(linestyle="-.", marker="v")}
+                  "collapse": dict(linestyle=":", marker="^"), "compile": dict(linestyle="-.", marker="v"),
+                  "collapse-compile": dict(linestyle=":", marker="v")}
 
 
 def _pyplot():

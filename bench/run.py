@@ -30,7 +30,7 @@ from .cases import MODELS, layer_cases  # noqa: E402
 from .layers import bench_layer  # noqa: E402
 from .network import FORMS, bench_networks, form_strategies  # noqa: E402
 from .nonlinear import bench_nonlinear_layer, chain_backends_on  # noqa: E402
-from .peers import PEERS  # noqa: E402
+from .peers import COMPILED_PEERS, PEERS  # noqa: E402
 
 QUICK = dict(layer_batch=8, network_batch=128, min_run_time=0.3, rounds=5, mobilenet_layers=3,
              network_models=("smallnet7",), network_forms=("compact", "cl", "ck", "cl+fc"),
@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--peers", default=",".join(PEERS),
                    help=f"network peers, from {list(PEERS)} ('' for none)")
     p.add_argument("--compile-rates", default=None,
-                   help="rates at which the torch.compile peer runs (default: 4 in quick mode, all in full)")
+                   help="rates at which the torch.compile peers run (default: 4 in quick mode, all in full)")
     p.add_argument("--layer-peers", default=None, help="layer peers (default: collapse; compile costs a "
                    "compilation per layer case)")
     p.add_argument("--layer-batch", type=int, default=None)
@@ -137,13 +137,14 @@ def plan(cases, network_models, forms, rates, backends, peers, layer_peers, comp
         layers = out.section("layers")
         for _ in cases:  # compact, unfused, each backend, each peer; fwd, bwd, fwd+bwd each
             layers.add(3 * (2 + len(backends) + len(layer_peers)), cfg["min_run_time"], cfg["rounds"],
-                       compiles=3 * ("compile" in layer_peers), triton_shapes=triton, auto_choices=int("auto" in backends))
+                       compiles=3 * sum(p in layer_peers for p in COMPILED_PEERS), triton_shapes=triton, auto_choices=int("auto" in backends))
     if not args.skip_network:
         networks = out.section("networks")
         for model in network_models:
             model_forms = [f for f in forms if f != "compact" and not (model == "mobilenet_v2" and "ck" in f)]
-            compiled = len(model_forms) * sum(r in compile_rates for r in rates) * ("compile" in peers)
-            others = [p for p in peers if p != "compile"]
+            compiled = (len(model_forms) * sum(r in compile_rates for r in rates)
+                        * sum(p in peers for p in COMPILED_PEERS))
+            others = [p for p in peers if p not in COMPILED_PEERS]
             expandable = len({(c.in_channels, c.out_channels, c.kernel_size, c.groups) for c in layer_cases(model)}) + 2
             networks.add(1 + len(model_forms) * len(rates) * (2 + len(others)) + compiled, cfg["min_run_time"],
                          cfg["rounds"], compiles=compiled,  # the fused networks run backend="auto"
@@ -217,7 +218,7 @@ def main(argv=None) -> dict:
             model_forms = [f for f in forms if not (model == "mobilenet_v2" and "ck" in f)]
             network_rows += bench_networks(model, model_forms, rates, cfg["network_batch"], device,
                                            cfg["min_run_time"], cfg["rounds"], peers=peers,
-                                           peer_rates={"compile": compile_rates})
+                                           peer_rates={p: compile_rates for p in COMPILED_PEERS})
             progress.update()
         network_rows = report.network_ratios(network_rows)
     nonlinear_rows: List[dict] = []

@@ -87,19 +87,31 @@ def test_online_collapse_peer_is_the_same_function_and_gradients(form):
         assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1, stride=2, groups=2, dilation=2, strategy="cl"),
-                                    dict(kernel_size=7, padding=(2, 3), stride=2, strategy="ck"),
-                                    dict(kernel_size=5, padding=1, dilation=2, strategy="ck", bias=False)])
-def test_online_collapse_conv_matches_the_unfused_unit(kwargs):
+@pytest.mark.parametrize("channels,kwargs", [
+    ((4, 6), dict(kernel_size=3, padding=1, stride=2, groups=2, dilation=2, strategy="cl")),
+    ((8, 2), dict(kernel_size=3, padding=1, strategy="cl", rate=2)),  # the other product order
+    ((4, 6), dict(kernel_size=2, padding="same", padding_mode="reflect", strategy="cl")),  # asymmetric, reflect
+    ((4, 6), dict(kernel_size=7, padding=(2, 3), stride=2, strategy="ck")),
+    ((4, 6), dict(kernel_size=5, padding=1, dilation=2, strategy="ck", bias=False))])
+def test_online_collapse_conv_matches_the_unfused_unit(channels, kwargs):
     torch.manual_seed(2)
-    unit = ec.FusedExpandConv2d(4, 6, rate=1.5, backend="reference", dtype=torch.float64, **kwargs)
+    kwargs = {"rate": 1.5, **kwargs}
+    unit = ec.FusedExpandConv2d(*channels, backend="reference", dtype=torch.float64, **kwargs)
     peer = build_peer("collapse", torch.nn.Sequential(unit))
-    x = torch.randn(2, 4, 13, 12, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, channels[0], 13, 12, dtype=torch.float64, requires_grad=True)
     a, b = unit(x), peer(x)
     assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     grads = [torch.autograd.grad(y.square().sum(), [x, *unit.parameters()]) for y in (a, b)]
     for p, q in zip(*grads):
         assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_collapse_peer_matches_the_chain():
+    unfused, _ = _expanded_twins("cl")
+    peer = build_peer("collapse-compile", copy.deepcopy(unfused), compile_backend="aot_eager")
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(peer(x), unfused(x), rtol=1e-10, atol=1e-12)
+    assert hasattr(peer, "_orig_mod")
 
 
 def test_compiled_peer_wraps_the_unfused_chain():
@@ -114,7 +126,7 @@ def test_compiled_peer_wraps_the_unfused_chain():
 def test_unknown_peer_and_forms_filtered_by_strategy():
     with pytest.raises(ValueError, match="peer"):
         build_peer("orepa", torch.nn.Linear(2, 2))
-    assert PEERS == ("collapse", "compile")
+    assert PEERS == ("collapse", "collapse-compile", "compile")
     assert network_forms(["compact", "cl", "ck", "cl+fc", "ck+fc", "fc"], ["cl"]) == ["compact", "cl", "cl+fc", "fc"]
     with pytest.raises(SystemExit, match="--forms"):
         network_forms(["cx"], ["cl"])
