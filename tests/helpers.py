@@ -219,3 +219,20 @@ def run_chunk(name: str, indices: range, run_case, describe) -> int:
                   for i, e in failures[1:10]]
         pytest.fail("\n".join(lines))
     return len(indices)
+
+
+def torch_threads(count: int):
+    """A context with torch at ``count`` intra-op threads, restored after. Thousands of tiny ops run
+    fastest at one thread, and far faster on a loaded machine (OpenMP workers spin while the other
+    cores are busy)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        before = torch.get_num_threads()
+        torch.set_num_threads(count)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+    return scope()

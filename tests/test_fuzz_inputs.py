@@ -56,12 +56,8 @@ ALIASES = {"strategy": ("strategy", "kernel_size"), "nonlinear": ("nonlinear", "
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Thousands of tiny ops: one intra-op thread is fastest, and on a loaded machine far faster
-    (OpenMP workers spin while the other cores are busy). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with helpers.torch_threads(1):
+        yield
 
 
 class CaseFailure(AssertionError):

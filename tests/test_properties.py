@@ -36,12 +36,8 @@ COMPARED = {}  # chunk -> number of cases compared (all of them, or the chunk fa
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Thousands of tiny ops: one intra-op thread is fastest, and on a loaded machine far faster
-    (OpenMP workers spin while the other cores are busy). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with helpers.torch_threads(1):
+        yield
 
 
 def chunk_indices(chunk: int) -> range:
