@@ -1,11 +1,13 @@
 """Composition of expanded weights in plain PyTorch (the ``torch`` composer), with its own backward.
 
-Each composer is an autograd Function that saves only the expanded parameters (which exist
-anyway) and, in backward, recomputes the weight-sized products it needs, choosing the
-multiplication order by cost in both directions (``composition_products``). So the composition
-keeps nothing parameter-sized alive between forward and backward; the work stays weight-sized,
-independent of batch and image size (docs/design.md section 3). The backward is written in
-differentiable torch ops, so double backward works too.
+Each composer is an autograd Function that saves the expanded parameters (which exist anyway)
+and, in backward, recomputes the weight-sized products it needs, choosing the multiplication
+order by cost in both directions (``composition_products``). The one exception: a CK unit of three
+or more kernels keeps its partial kernels from forward when they hold no more elements than its
+weights (``composition_products.ck_keeps_partials``), which spares backward all folds but the
+last. So what the composition keeps between forward and backward is weight-sized at most, never
+batch-sized (docs/design.md section 3). The backward is written in differentiable torch ops, so
+double backward works too (it folds the partials again, differentiably).
 """
 from __future__ import annotations
 
@@ -126,7 +128,25 @@ def _ck_partials(weights: Sequence[Tensor], left_first: bool, folds: Folds = TOR
 
 
 def _ck_kernel(weights: Sequence[Tensor], left_first: bool, folds: Folds = TORCH_FOLDS) -> Tensor:
-    partial = _ck_partials(weights, left_first, folds)
+    return _ck_last_fold(weights, _ck_partials(weights, left_first, folds), left_first, folds)
+
+
+def _kept_partials(weights: Sequence[Tensor], partial: dict) -> list:
+    """The folded partials backward needs beyond the weights, kept from forward when
+    ``products.ck_keeps_partials`` says so; else backward folds them again."""
+    if not products.ck_keeps_partials([tuple(w.shape) for w in weights]):
+        return []
+    return [partial[j] for j in range(1, len(weights) - 1)]  # either direction: the end weight is kept anyway
+
+
+def _partials_from_kept(weights: Sequence[Tensor], kept: Sequence[Tensor], left_first: bool) -> dict:
+    n = len(weights)
+    partial = {j: kept[j - 1] for j in range(1, n - 1)}
+    partial[0 if left_first else n - 1] = weights[0 if left_first else n - 1]
+    return partial
+
+
+def _ck_last_fold(weights: Sequence[Tensor], partial: dict, left_first: bool, folds: Folds = TORCH_FOLDS) -> Tensor:
     if left_first:
         kernel = folds.forward(weights[-1], partial[len(weights) - 2])
     else:
@@ -145,25 +165,29 @@ def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
 
 
 class _ComposeCK(torch.autograd.Function):
-    """``(folds, n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b) or K``; recomputes the
-    partial kernels (all but the last fold) in backward instead of saving them. ``folds``: the
-    torch products or a backend's fold kernels."""
+    """``(folds, n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b) or K``. Backward needs
+    the partial kernels (all but the last fold): kept from forward where they are no larger than
+    the weights, else folded again. ``folds``: the torch products or a backend's fold kernels."""
 
     @staticmethod
     def forward(ctx, folds, n_layers, *tensors):
         weights, biases = tensors[:n_layers], tensors[n_layers:]
         ctx.folds, ctx.n_layers, ctx.has_bias = folds, n_layers, len(biases) > 0
         ctx.left_first = products.ck_folds_left_first(weights)
-        kernel = _ck_kernel(weights, ctx.left_first, folds)
-        ctx.save_for_backward(*weights, *biases)  # the parameters only
+        partial = _ck_partials(weights, ctx.left_first, folds)
+        kernel = _ck_last_fold(weights, partial, ctx.left_first, folds)
+        kept = _kept_partials(weights, partial)
+        ctx.n_kept = len(kept)
+        ctx.save_for_backward(*weights, *biases, *kept)
         if not ctx.has_bias:  # K alone: torch.compile fails on a None output
             return kernel
         return kernel, _ck_biases(weights, biases)[-1]
 
     @staticmethod
     def backward(ctx, d_kernel, d_bias=None):
-        n = ctx.n_layers
-        weights, biases = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
+        n, saved = ctx.n_layers, ctx.saved_tensors
+        kept = saved[len(saved) - ctx.n_kept:]
+        weights, biases = saved[:n], saved[n:len(saved) - ctx.n_kept]
         needs = ctx.needs_input_grad[2:]
         folds = ctx.folds
         d_weights = [None] * n
@@ -171,7 +195,10 @@ class _ComposeCK(torch.autograd.Function):
             fold_weights = weights
             if folds is TORCH_FOLDS and weights[0].device.type == "cpu":  # one taps-major copy each (CPU folds)
                 fold_weights = [w.contiguous(memory_format=torch.channels_last) for w in weights]
-            partial = _ck_partials(fold_weights, ctx.left_first, folds)
+            if kept and not torch.is_grad_enabled():  # a double backward recomputes them differentiably
+                partial = _partials_from_kept(weights, kept, ctx.left_first)
+            else:
+                partial = _ck_partials(fold_weights, ctx.left_first, folds)
             grad = d_kernel
             if ctx.left_first:  # undo fold(W_j, K[j-1]) from the last one back
                 for j in range(n - 1, 0, -1):

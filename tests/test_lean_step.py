@@ -104,8 +104,11 @@ def test_compose_cl_gradients_only_where_asked():
     assert w2.grad is None and w1.grad is not None and w3.grad is not None and biases[0].grad is not None
 
 
+# Two of the 3- and 4-layer stacks keep their partial kernels for backward; (2,8),(3,2),(9,3) and the
+# last one hold more partial than weight elements, so their backward folds them again
+# (products.ck_keeps_partials).
 @pytest.mark.parametrize("layers", [[(5, 3), (7, 5)], [(5, 3), (7, 5), (2, 7)], [(2, 8), (3, 2), (9, 3)],
-                                    [(6, 2), (9, 6), (3, 9), (4, 3)]])
+                                    [(6, 2), (9, 6), (3, 9), (4, 3)], [(8, 4), (8, 8), (8, 8), (6, 8)]])
 @pytest.mark.parametrize("bias", [True, False])
 def test_compose_ck_gradients_match_reference_both_fold_orders(layers, bias):
     weights = [torch.randn(o, i, 3, 3, dtype=F64, requires_grad=True) for o, i in layers]
@@ -123,6 +126,19 @@ def test_compose_ck_gradients_match_reference_both_fold_orders(layers, bias):
     for index, (mine, ref) in enumerate(zip(torch.autograd.grad(outputs, inputs, grads),
                                             torch.autograd.grad(refs, inputs, grads))):
         assert_rel_close(mine, ref, 1e-12, f"CK {layers} grad of input {index}")
+
+
+def test_ck_partials_are_kept_exactly_when_no_larger_than_the_weights():
+    for layers, kept in [([(5, 3), (7, 5), (2, 7)], True), ([(2, 8), (3, 2), (9, 3)], False),
+                         ([(6, 2), (9, 6), (3, 9), (4, 3)], True), ([(8, 4), (8, 8), (8, 8), (6, 8)], False),
+                         ([(40, 2), (6, 40), (50, 6), (2, 50)], True)]:
+        weights = [torch.randn(o, i, 3, 3) for o, i in layers]
+        left_first = products.ck_folds_left_first(weights)
+        partial = composition._ck_partials(weights, left_first)
+        numels = [partial[j].numel() for j in range(1, len(weights) - 1)]
+        assert products.ck_partial_numels([(o, i, 3) for o, i in layers], left_first) == numels
+        assert products.ck_keeps_partials([w.shape for w in weights]) is kept
+        assert (sum(numels) <= sum(w.numel() for w in weights)) is kept
 
 
 def test_both_ck_fold_orders_are_exercised():
@@ -167,12 +183,26 @@ def saved_non_parameter_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def composed_bytes(model: nn.Module) -> int:
+    """The composed weights, plus the partial kernels a CK unit keeps for backward where they are no
+    larger than its weights (``products.ck_keeps_partials``)."""
     total = 0
     for unit in model.modules():
         if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
             weight, bias = unit.composed_weight()
             total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
+            total += kept_partial_bytes(unit)
     return total
+
+
+def kept_partial_bytes(unit: nn.Module) -> int:
+    if getattr(unit.spec, "strategy", "fc") != "ck":
+        return 0
+    weights = [layer.weight for layer in unit.layers]
+    shapes = [(w.shape[0], w.shape[1], w.shape[2]) for w in weights]
+    if not products.ck_keeps_partials(shapes):
+        return 0
+    numels = products.ck_partial_numels(shapes, products.ck_folds_left_first(weights))
+    return sum(numels) * weights[0].element_size()
 
 
 def _small_net():
@@ -215,8 +245,9 @@ def test_triton_ck_uses_the_lean_function_and_matches_reference():
     x = torch.randn(1, 2, 5, 5, dtype=F64, device=device)
     compare_units(fast, ref, x, 1e-10, "triton CK")
     weight, _ = fast.composed_weight()
-    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size()
-    assert saved_non_parameter_bytes(fast, x) == expected  # no partial kernel kept for backward
+    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size() + kept_partial_bytes(fast)
+    assert kept_partial_bytes(fast) > 0  # the one partial kernel (3 layers), no larger than the weights
+    assert saved_non_parameter_bytes(fast, x) == expected
 
 
 @pytest.mark.parametrize("later, earlier", [((5, 4, 3, 3), (4, 3, 5, 5)), ((5, 4, 5, 5), (4, 3, 3, 3)),
