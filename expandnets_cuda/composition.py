@@ -4,7 +4,7 @@ Each composer is an autograd Function that saves the expanded parameters (which 
 and, in backward, recomputes the weight-sized products it needs, choosing the multiplication
 order by cost in both directions (``composition_products``). The one exception: a CK unit of three
 or more kernels keeps its partial kernels from forward when they hold no more elements than its
-weights (``composition_products.ck_keeps_partials``), which spares backward all folds but the
+weights and at most 1 MiB (``composition_products.ck_keeps_partials``), which spares backward all folds but the
 last. So what the composition keeps between forward and backward is weight-sized at most, never
 batch-sized (docs/design.md section 3). The backward is written in differentiable torch ops, so
 double backward works too (it folds the partials again, differentiably).
@@ -166,8 +166,8 @@ def _ck_biases(weights: Sequence[Tensor], biases: Sequence[Tensor]):
 
 class _ComposeCK(torch.autograd.Function):
     """``(folds, n_layers, W_0..W_{L-1}, b_0..b_{L-1} or nothing) -> (K, b) or K``. Backward needs
-    the partial kernels (all but the last fold): kept from forward where they are no larger than
-    the weights, else folded again. ``folds``: the torch products or a backend's fold kernels."""
+    the partial kernels (all but the last fold): kept from forward where they are small
+    (``products.ck_keeps_partials``), else folded again. ``folds``: the torch products or a backend's fold kernels."""
 
     @staticmethod
     def forward(ctx, folds, n_layers, *tensors):

@@ -128,7 +128,7 @@ def test_compose_ck_gradients_match_reference_both_fold_orders(layers, bias):
         assert_rel_close(mine, ref, 1e-12, f"CK {layers} grad of input {index}")
 
 
-def test_ck_partials_are_kept_exactly_when_no_larger_than_the_weights():
+def test_ck_partials_are_kept_exactly_when_no_larger_than_the_weights_and_the_cap():
     for layers, kept in [([(5, 3), (7, 5), (2, 7)], True), ([(2, 8), (3, 2), (9, 3)], False),
                          ([(6, 2), (9, 6), (3, 9), (4, 3)], True), ([(8, 4), (8, 8), (8, 8), (6, 8)], False),
                          ([(40, 2), (6, 40), (50, 6), (2, 50)], True)]:
@@ -139,6 +139,9 @@ def test_ck_partials_are_kept_exactly_when_no_larger_than_the_weights():
         assert products.ck_partial_numels([(o, i, 3) for o, i in layers], left_first) == numels
         assert products.ck_keeps_partials([w.shape for w in weights]) is kept
         assert (sum(numels) <= sum(w.numel() for w in weights)) is kept
+    big = [(256, 32), (512, 256), (64, 512)]  # SmallNet k=7's last unit at r=8: 409,600 partial elements
+    assert not products.ck_keeps_partials([(o, i, 3, 3) for o, i in big])  # over the cap, though under its weights
+    assert products.ck_keeps_partials([(o, i, 3, 3) for o, i in [(128, 32), (256, 128), (64, 256)]])  # r=4: 204,800
 
 
 def test_both_ck_fold_orders_are_exercised():
