@@ -9,7 +9,6 @@ import argparse
 import pathlib
 import statistics
 import sys
-import time
 
 import torch
 
@@ -17,7 +16,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from expandnets_cuda.timing import interleaved  # noqa: E402
+from expandnets_cuda.timing import call_seconds, interleaved  # noqa: E402
 
 from . import report  # noqa: E402
 from .network import network_variants  # noqa: E402
@@ -25,16 +24,7 @@ from .network import network_variants  # noqa: E402
 
 def plain_loop_seconds(step, steps: int, device: torch.device) -> float:
     """Median of per-step wall times, each step synchronised: the simplest honest measurement."""
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(call_seconds(step, device, steps))
 
 
 def main(argv=None) -> dict:

@@ -124,6 +124,13 @@ def interleaved(fns: Mapping[str, Callable[[], object]], device, *, min_run_time
     return out
 
 
+def call_seconds(fn: Callable[[], object], device, calls: int) -> List[float]:
+    """Wall seconds of each of ``calls`` single calls, synchronised on CUDA: the plainest
+    measurement (what the interleaved timer is checked against; a roofline's best rate)."""
+    device = torch.device(device)
+    return [_block_seconds(fn, 1, device) for _ in range(calls)]
+
+
 def median_seconds(fn: Callable[[], object], device, min_run_time: float = 0.2, rounds: int = 5) -> float:
     """Median seconds per call of one callable (the one-variant case of :func:`interleaved`)."""
     return interleaved({"fn": fn}, device, min_run_time=min_run_time, rounds=rounds)["fn"].median
