@@ -110,16 +110,31 @@ def online_collapse(unfused: nn.Module) -> nn.Module:
     return model
 
 
+# Every compiled variant of one model class shares its forward's code object, and Dynamo keeps at
+# most ``recompile_limit`` (8) graphs per code object: past it, it silently runs the module eagerly,
+# so a benchmark with more compiled variants would time eager code under a compiled name.
+COMPILED_GRAPHS_PER_CODE = 64
+
+
+def compile_module(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile(model)`` with room for one graph per compiled variant, and an error (not a
+    silent eager fallback) should that run out."""
+    import torch._dynamo.config as dynamo_config
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILED_GRAPHS_PER_CODE)
+    dynamo_config.fail_on_recompile_limit_hit = True
+    return torch.compile(model, backend=backend)
+
+
 def compiled(unfused: nn.Module, backend: str = "inductor") -> nn.Module:
     """``torch.compile`` of the unfused chain (compiles at its first call: warm it up first)."""
-    return torch.compile(unfused, backend=backend)
+    return compile_module(unfused, backend)
 
 
 def build_peer(peer: str, unfused: nn.Module, compile_backend: str = "inductor") -> nn.Module:
     if peer == "collapse":
         return online_collapse(unfused)
     if peer == "collapse-compile":
-        return torch.compile(online_collapse(unfused), backend=compile_backend)
+        return compile_module(online_collapse(unfused), compile_backend)
     if peer == "compile":
         return compiled(unfused, compile_backend)
     raise ValueError(f"peer must be one of {PEERS}, got {peer!r}")

@@ -18,6 +18,7 @@ COMPARISON_SETUP_S = 1.0
 COMPILE_PEER_S = 45.0
 TRITON_FIRST_LAUNCH_S = 2.0
 AUTO_CHOICE_S = 3.0  # ~11 candidate pairs and chains, 5 rounds of 0.1 s in all each (autotune.measure)
+ROOFLINE_RATES_S = 5.0  # the scaling section's GEMM-rate and copy-bandwidth measurement (bench/roofline.py)
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Section:
     compiles: int = 0
     triton_shapes: int = 0
     auto_choices: int = 0
+    fixed_s: float = 0.0  # once per section (e.g. the scaling section's roofline rates)
 
     def add(self, variants: int, min_run_time: float, rounds: int, compiles: int = 0, triton_shapes: int = 0,
             auto_choices: int = 0):
@@ -46,7 +48,7 @@ class Section:
     def seconds(self) -> float:
         return (self.timed_s + self.samples * SAMPLE_OVERHEAD_S + self.comparisons * COMPARISON_SETUP_S
                 + self.compiles * COMPILE_PEER_S + self.triton_shapes * TRITON_FIRST_LAUNCH_S
-                + self.auto_choices * AUTO_CHOICE_S)
+                + self.auto_choices * AUTO_CHOICE_S + self.fixed_s)
 
 
 @dataclass

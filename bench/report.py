@@ -23,7 +23,9 @@ PAPER_TABLES = pathlib.Path(os.environ.get("EXPANDNETS_PAPER_TABLES") or pathlib
 PAPER_S10 = {("smallnet7", "compact"): "SmallNet_7x7", ("smallnet7", "cl"): "SmallNet_ExpandNet_CL",
              ("smallnet7", "cl+fc"): "SmallNet_ExpandNet_CL_FC", ("smallnet7", "ck"): "SmallNet_ExpandNet_CK",
              ("smallnet7", "ck+fc"): "SmallNet_ExpandNet_CK_FC", ("mobilenet_v2", "compact"): "MobileNetV2",
-             ("mobilenet_v2", "cl"): "MobileNetV2_ExpandNet_CL"}
+             ("mobilenet_v2", "cl"): "MobileNetV2_ExpandNet_CL", ("mobilenet_v1", "compact"): "MobileNet",
+             ("mobilenet_v1", "cl"): "MobileNet_ExpandNet_CL", ("shufflenet_v2_x0_5", "compact"): "ShuffleNetV2_0.5x",
+             ("shufflenet_v2_x0_5", "cl"): "ShuffleNetV2_0.5x_ExpandNet_CL"}
 
 
 def paper_train_ratio(model: str, form: str) -> Optional[float]:
@@ -98,9 +100,17 @@ def format_nonlinear_rows(rows: List[dict]) -> str:
         ("saved x", ">7", lambda r: f"{r['saved_vs_unfused']:.2f}")])
 
 
+FUSED_VARIANTS = ("fused", "fused-compile")  # the library's model, eager and handed to torch.compile
+
+
+def _is_compiled(variant: str) -> bool:
+    return variant.endswith("compile")
+
+
 def network_ratios(rows: List[dict]) -> List[dict]:
     """Each row with its throughput relative to the compact model of the same round-robin; fused
-    rows also with their speed-up over the unfused chain and over the fastest peer."""
+    rows (eager and compiled) also with their speed-up over the unfused chain, over the strongest
+    peer of any kind, and over the strongest peer of their own kind (eager or compiled)."""
     compact = {r["model"]: r for r in rows if r["variant"] == "compact"}
     by_key: Dict[tuple, Dict[str, dict]] = {}
     for r in rows:
@@ -111,14 +121,18 @@ def network_ratios(rows: List[dict]) -> List[dict]:
         row = {**r, "throughput_vs_compact": r["images_per_s"] / base["images_per_s"] if base else None,
                "saved_vs_compact": r["saved_bytes"] / base["saved_bytes"] if base and base["saved_bytes"] else None,
                "paper_unfused_vs_compact_r4": paper_train_ratio(r["model"], r["form"]) if r["rate"] == 4 else None}
-        if r["variant"] == "fused":
+        if r["variant"] in FUSED_VARIANTS:
             group = by_key[r["model"], r["form"], r["rate"]]
             unfused = group.get("unfused")
             row["speedup_vs_unfused"] = unfused["step_ms"] / r["step_ms"] if unfused else None
-            peers = {name: v for name, v in group.items() if name not in ("fused", "unfused", "compact")}
+            peers = {name: v for name, v in group.items() if name not in (*FUSED_VARIANTS, "unfused", "compact")}
             if peers:
                 best = min(peers, key=lambda name: peers[name]["step_ms"])
                 row["best_peer"], row["speedup_vs_best_peer"] = best, peers[best]["step_ms"] / r["step_ms"]
+            like = {n: v for n, v in peers.items() if _is_compiled(n) == _is_compiled(r["variant"])}
+            if like:
+                best = min(like, key=lambda name: like[name]["step_ms"])
+                row["best_like_peer"], row["speedup_vs_best_like_peer"] = best, like[best]["step_ms"] / r["step_ms"]
         out.append(row)
     return out
 
@@ -140,9 +154,12 @@ def format_network_rows(rows: List[dict]) -> str:
 
 
 def headline(network_rows: List[dict]) -> str:
-    """One line per model, form and rate: fused vs compact, vs unfused, vs the best peer, memory."""
+    """One line per model, form and rate: fused vs compact, vs unfused, vs the peers (eager fused
+    against eager peers, the compiled fused model against compiled ones, and the faster of the two
+    against the strongest peer of any kind), memory."""
     compact_params = {r["model"]: r["params"] for r in network_rows if r["variant"] == "compact"}
     compact_launches = {r["model"]: r.get("launches") for r in network_rows if r["variant"] == "compact"}
+    compiled = {(r["model"], r["form"], r["rate"]): r for r in network_rows if r["variant"] == "fused-compile"}
     lines = []
     for r in network_rows:
         if r["variant"] != "fused":
@@ -154,13 +171,21 @@ def headline(network_rows: List[dict]) -> str:
         parts = [f"fused trains at {r['throughput_vs_compact']:.2f}x the compact network's speed"]
         if r.get("speedup_vs_unfused"):
             parts.append(f"{r['speedup_vs_unfused']:.2f}x the unfused chain's")
-        if r.get("best_peer"):
-            parts.append(f"{r['speedup_vs_best_peer']:.2f}x the best peer's ({r['best_peer']})")
+        if r.get("best_like_peer"):
+            parts.append(f"{r['speedup_vs_best_like_peer']:.2f}x {r['best_like_peer']}'s")
+        twin = compiled.get((r["model"], r["form"], r["rate"]))
+        if twin and twin.get("best_like_peer"):
+            parts.append(f"compiled {twin['speedup_vs_best_like_peer']:.2f}x {twin['best_like_peer']}'s")
+        best = max((x for x in (r, twin) if x and x.get("speedup_vs_best_peer")),
+                   key=lambda x: x["speedup_vs_best_peer"], default=None)
+        if best is not None:
+            parts.append(f"best fused ({best['variant']}) {best['speedup_vs_best_peer']:.2f}x the strongest peer "
+                         f"({best['best_peer']})")
         if r.get("saved_vs_compact"):
             parts.append(f"uses {r['saved_vs_compact']:.2f}x the compact network's memory for backward")
         if r.get("launches") and compact_launches.get(r["model"]):
             parts.append(f"{r['launches']} launches per step (compact {compact_launches[r['model']]})")
-        noisy = "  [noisy: spread > 10%]" if r.get("noisy") else ""
+        noisy = "  [noisy: spread > 10%]" if r.get("noisy") or (twin and twin.get("noisy")) else ""
         lines.append(f"{label} " + ", ".join(parts) + noisy)
     return "\n".join(lines)
 
@@ -178,7 +203,8 @@ def write_json(path: pathlib.Path, record: dict) -> None:
 FORM_COLOURS = {"cl": "tab:blue", "ck": "tab:orange", "cl+fc": "tab:green", "ck+fc": "tab:red", "fc": "tab:purple"}
 VARIANT_STYLES = {"fused": dict(linestyle="-", marker="o"), "unfused": dict(linestyle="--", marker="s"),
                   "collapse": dict(linestyle=":", marker="^"), "compile": dict(linestyle="-.", marker="v"),
-                  "collapse-compile": dict(linestyle=":", marker="v")}
+                  "collapse-compile": dict(linestyle=":", marker="v"),
+                  "fused-compile": dict(linestyle="-", marker="D")}
 
 
 def _pyplot():
@@ -285,5 +311,106 @@ def plot_layers(layer_rows: List[dict], path: pathlib.Path, title: str) -> Optio
         ax.set_ylabel("fwd+bwd time / compact conv (geo. mean)")
         n_layers = len({(r["label"]) for r in layer_rows if r["strategy"] == strategy})
         ax.set_title(f"{strategy.upper()} layers ({n_layers}): fused solid, unfused dashed, peers gray", fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(plt, fig, path, title)
+
+
+def _ratio(value: Optional[float]) -> str:
+    return f"{value:.2f}" if value is not None and value == value else "-"  # None, NaN: no figure
+
+
+def _worst_spread(r: dict) -> str:
+    """The largest spread of the point's four timings (``!`` over 10%)."""
+    spreads = [r.get(f"{v}_spread") for v in ("compact", "fused", "unfused", "collapse")]
+    spreads = [s for s in spreads if s is not None]
+    return _spread({"worst_spread": max(spreads)}, "worst") if spreads else ""
+
+
+def format_scaling_rows(rows: List[dict]) -> str:
+    """One line per scaling point (bench/scaling.py): step times and the ratios to compact."""
+    model = max([len("model"), *(len(r["model"]) for r in rows)])
+    return _table(rows, [
+        ("model", f"<{model}", lambda r: r["model"]), ("form", "<4", lambda r: r["form"]),
+        ("batch", ">5", lambda r: str(r["batch"])), ("px", ">4", lambda r: str(r["image_size"])),
+        ("compact ms", ">10", lambda r: f"{r['compact_ms']:.2f}"), ("fused ms", ">9", lambda r: f"{r['fused_ms']:.2f}"),
+        ("fused/c", ">7", lambda r: _ratio(r["fused_vs_compact"])),
+        ("unfused/c", ">9", lambda r: _ratio(r["unfused_vs_compact"])),
+        ("collapse/c", ">10", lambda r: _ratio(r["collapse_vs_compact"])),
+        ("floor/c", ">7", lambda r: _ratio(r["floor_vs_compact"])), ("spread", ">7", _worst_spread),
+        ("paper unfused/c", ">15", _paper_unfused_time)])
+
+
+def _paper_unfused_time(r: dict) -> str:
+    """The paper's unfused / compact step time at r=4 (Table S10, GPUs; 1 / its throughput ratio)."""
+    ratio = paper_train_ratio(r["model"], r["form"]) if r.get("rate", 4.0) == 4.0 else None
+    return f"{1 / ratio:.2f}" if ratio else ""
+
+
+SCALING_SERIES = (("fused", "tab:blue", VARIANT_STYLES["fused"]), ("unfused", "tab:orange", VARIANT_STYLES["unfused"]),
+                  ("collapse", "tab:green", VARIANT_STYLES["collapse"]),
+                  ("floor", "black", dict(linestyle="-.", marker="x", linewidth=1)))
+SCALING_LABELS = {"collapse": "collapse (peer)", "floor": "fused roofline floor"}
+
+
+def _scaling_panels(rows: List[dict]) -> List[tuple]:
+    """(kind, form or batch, rows) per panel: SmallNet vs batch at 32 px and vs pixels at batch 32,
+    one panel per form each, where a sweep has two points or more; the ImageNet nets per batch.
+    Ordered for a grid: the batch sweeps and the first ImageNet panel, then the size sweeps and the rest."""
+    sweeps: Dict[str, list] = {"batch": [], "px": []}
+    small = [r for r in rows if r["model"].startswith("smallnet")]
+    for kind, fixed, x_key in (("batch", ("image_size", 32), "batch"), ("px", ("batch", 32), "image_size")):
+        for form in sorted({r["form"] for r in small}, key=lambda f: (f != "cl", f)):
+            sweep = sorted((r for r in small if r["form"] == form and r[fixed[0]] == fixed[1]), key=lambda r: r[x_key])
+            if len({r[x_key] for r in sweep}) >= 2:
+                sweeps[kind].append((kind, form, sweep))
+    others = [r for r in rows if not r["model"].startswith("smallnet")]
+    imagenet = [("imagenet", batch, [r for r in others if r["batch"] == batch])
+                for batch in sorted({r["batch"] for r in others})]
+    return sweeps["batch"] + imagenet[:1] + sweeps["px"] + imagenet[1:]
+
+
+def plot_scaling(scaling_rows: List[dict], path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
+    """Step time / compact of fused, unfused, the collapse peer and the fused roofline floor: vs
+    batch and vs image size (SmallNet, a panel per form, log x) and as bars per ImageNet network."""
+    panels = _scaling_panels(scaling_rows)
+    plt = _pyplot() if panels else None
+    if plt is None:
+        return None
+    columns = len(panels) if len(panels) <= 3 else (len(panels) + 1) // 2
+    grid_rows = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(5 * columns, 4.2 * grid_rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (kind, key, rows) in zip(axes.flat, panels):
+        if kind == "imagenet":
+            width = 0.8 / len(SCALING_SERIES)
+            for i, (series, colour, _) in enumerate(SCALING_SERIES):
+                values = [r.get(f"{series}_vs_compact") for r in rows]
+                xs = [j + (i - (len(SCALING_SERIES) - 1) / 2) * width for j, v in enumerate(values) if v]
+                heights = [v - 1 for v in values if v]
+                if xs:  # bars from 1 (the compact network) up or down
+                    ax.bar(xs, heights, width, bottom=1, color=colour, label=SCALING_LABELS.get(series, series),
+                           alpha=0.5 if series == "floor" else 0.9)
+            ax.set_xticks(range(len(rows)))
+            ax.set_xticklabels([f"{r['model']}\n{r['form'].upper()}" for r in rows], fontsize=7)
+            ax.set_title(f"ImageNet nets, batch {key}, {rows[0]['image_size']} px", fontsize=9)
+        else:
+            x_key = "batch" if kind == "batch" else "image_size"
+            xs = [r[x_key] for r in rows]
+            for series, colour, style in SCALING_SERIES:
+                points = [(r[x_key], r.get(f"{series}_vs_compact")) for r in rows]
+                points = [(x, y) for x, y in points if y]
+                if points:
+                    ax.plot(*zip(*points), color=colour, label=SCALING_LABELS.get(series, series), **style)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(x) for x in xs])
+            ax.minorticks_off()
+            ax.set_xlabel("batch (32 px)" if kind == "batch" else "image size, px (batch 32)")
+            ax.set_title(f"{rows[0]['model']} {key.upper()} r={rows[0]['rate']:g}: vs "
+                         + ("batch" if kind == "batch" else "image size"), fontsize=9)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        _log_y(ax)
+        ax.set_ylabel("training step time / compact")
         ax.legend(fontsize=7)
     return _save(plt, fig, path, title)

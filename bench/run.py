@@ -5,7 +5,8 @@
     python -m bench.run --device cuda --rates 4 --models smallnet7 --backends torch,auto
 
 Prints the tables, writes a JSON record (figures + device, versions, command, date) and a PNG of
-the training-step slowdown vs r. GPU runs go to bench/results/ (commit them); CPU runs to
+the training-step slowdown vs r (and of the scaling section: the slowdown vs batch and image size).
+GPU runs go to bench/results/ (commit them); CPU runs to
 bench/results/local/ (ignored by git) unless --out says otherwise.
 """
 from __future__ import annotations
@@ -31,13 +32,16 @@ from .layers import bench_layer  # noqa: E402
 from .network import FORMS, bench_networks, form_strategies  # noqa: E402
 from .nonlinear import bench_nonlinear_layer, chain_backends_on  # noqa: E402
 from .peers import COMPILED_PEERS, PEERS  # noqa: E402
+from . import scaling  # noqa: E402
 
 QUICK = dict(layer_batch=8, network_batch=128, min_run_time=0.3, rounds=5, mobilenet_layers=3,
              network_models=("smallnet7",), network_forms=("compact", "cl", "ck", "cl+fc"),
-             compile_rates=(4.0,), layer_peers=("collapse",))
+             compile_rates=(4.0,), layer_peers=("collapse",),
+             scaling_points="quick", scaling_min_run_time=0.2, scaling_rounds=3)
 FULL = dict(layer_batch=128, network_batch=128, min_run_time=0.5, rounds=7, mobilenet_layers=None,
             network_models=("smallnet7", "mobilenet_v2"), network_forms=("compact", "cl", "ck", "cl+fc", "ck+fc"),
-            compile_rates=None, layer_peers=("collapse",))
+            compile_rates=None, layer_peers=("collapse",),
+            scaling_points="full", scaling_min_run_time=0.5, scaling_rounds=7)
 
 
 def _csv(value: str) -> List[str]:
@@ -59,16 +63,28 @@ def parse_args(argv=None):
     p.add_argument("--backends", default=None, help="fused backends to measure (default: every available one + auto)")
     p.add_argument("--peers", default=",".join(PEERS),
                    help=f"network peers, from {list(PEERS)} ('' for none)")
+    p.add_argument("--fused-compile", action="store_true",
+                   help="also time torch.compile of the fused model wherever a compiled peer runs (compiled "
+                        "against compiled; off by default: its cold compiles take minutes each on a CPU)")
     p.add_argument("--compile-rates", default=None,
                    help="rates at which the torch.compile peers run (default: 4 in quick mode, all in full)")
     p.add_argument("--layer-peers", default=None, help="layer peers (default: collapse; compile costs a "
                    "compilation per layer case)")
     p.add_argument("--layer-batch", type=int, default=None)
     p.add_argument("--network-batch", type=int, default=None)
-    p.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per variant")
-    p.add_argument("--rounds", type=int, default=None, help="round-robin rounds (samples per variant)")
+    p.add_argument("--min-run-time", type=float, default=None,
+                   help="seconds of timing per variant (the scaling section's too, where given)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="round-robin rounds (samples per variant; the scaling section's too, where given)")
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--skip-network", action="store_true")
+    p.add_argument("--skip-scaling", action="store_true",
+                   help="skip the scaling section (fused vs compact as batch and image size grow)")
+    p.add_argument("--scaling-points", default=None,
+                   help="scaling points: quick, full (default per mode) or a comma-separated list of "
+                        "model:form:batch:px, e.g. smallnet7:cl:64:32,mobilenet_v1:cl:8:224")
+    p.add_argument("--scaling-models", default=None,
+                   help=f"only these models' scaling points, from {list(scaling.MODELS)}")
     p.add_argument("--skip-nonlinear", action="store_true",
                    help="skip the nonlinear-counterpart section (chain kernels; CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -104,6 +120,14 @@ def default_out(device_name: str, on_gpu: bool) -> pathlib.Path:
     return report.REPO / "bench" / "results" / ("" if on_gpu else "local") / name
 
 
+def fused_compile_rates(args, peers: List[str], compile_rates: List[float]) -> List[float]:
+    """Where the compiled fused model runs (``--fused-compile``): at the compile rates, when a
+    compiled peer runs at all."""
+    if not getattr(args, "fused_compile", False) or not any(p in COMPILED_PEERS for p in peers):
+        return []
+    return list(compile_rates)
+
+
 def network_forms(forms: List[str], strategies: List[str]) -> List[str]:
     """The forms whose conv strategies were asked for (``--strategies cl`` runs no CK form)."""
     for form in forms:
@@ -129,7 +153,7 @@ def _gpu_backends_assumed() -> List[str]:
 
 
 def plan(cases, network_models, forms, rates, backends, peers, layer_peers, compile_rates, chain, cfg, args,
-         title: str) -> bplan.Plan:
+         title: str, scaling_points=()) -> bplan.Plan:
     """What ``main`` would time with these settings (bench/plan.py)."""
     out = bplan.Plan(title)
     triton = sum("triton" in b for b in backends)
@@ -143,12 +167,18 @@ def plan(cases, network_models, forms, rates, backends, peers, layer_peers, comp
         for model in network_models:
             model_forms = [f for f in forms if f != "compact" and not (model == "mobilenet_v2" and "ck" in f)]
             compiled = (len(model_forms) * sum(r in compile_rates for r in rates)
-                        * sum(p in peers for p in COMPILED_PEERS))
+                        * (sum(p in peers for p in COMPILED_PEERS) + bool(fused_compile_rates(args, peers, compile_rates))))
             others = [p for p in peers if p not in COMPILED_PEERS]
             expandable = len({(c.in_channels, c.out_channels, c.kernel_size, c.groups) for c in layer_cases(model)}) + 2
             networks.add(1 + len(model_forms) * len(rates) * (2 + len(others)) + compiled, cfg["min_run_time"],
                          cfg["rounds"], compiles=compiled,  # the fused networks run backend="auto"
                          auto_choices=len(model_forms) * len(rates) * expandable)
+    if not args.skip_scaling and scaling_points:
+        section = out.section("scaling")
+        section.fixed_s += bplan.ROOFLINE_RATES_S
+        for point in scaling_points:  # compact, fused, unfused, collapse; auto measures each expanded shape
+            section.add(len(scaling.VARIANTS), cfg["scaling_min_run_time"], cfg["scaling_rounds"],
+                        auto_choices=scaling.expanded_layers(point))
     if not args.skip_nonlinear and chain:
         nonlinear = out.section("nonlinear")
         for _ in cases:
@@ -170,6 +200,11 @@ def main(argv=None) -> dict:
     for key in ("layer_batch", "network_batch", "min_run_time", "rounds"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    for key in ("min_run_time", "rounds"):
+        if getattr(args, key) is not None:
+            cfg["scaling_" + key] = getattr(args, key)
+    if args.scaling_points is not None:
+        cfg["scaling_points"] = args.scaling_points
     rates = [float(r) for r in _csv(args.rates)]
     strategies = _csv(args.strategies)
     peers = _csv(args.peers)
@@ -193,16 +228,23 @@ def main(argv=None) -> dict:
     network_models = _csv(args.network_models) if args.network_models else list(cfg["network_models"])
     forms = network_forms(_csv(args.forms) if args.forms else list(cfg["network_forms"]), strategies)
     chain = chain_backends_on(device) if not planning_for_absent_gpu else ["triton-chain", "cuda-chain"]
+    try:
+        scaling_points = scaling.select_points(cfg["scaling_points"], _csv(args.scaling_models)
+                                               if args.scaling_models is not None else None, strategies)
+    except (KeyError, ValueError) as error:
+        raise SystemExit(f"--scaling-points/--scaling-models: {error}")
     if args.plan:
         the_plan = plan(cases, network_models, forms, rates, backends, peers, layer_peers, compile_rates, chain,
-                        cfg, args, f"bench.run ({mode}) on {device.type}; backends {backends}; peers {peers}")
+                        cfg, args, f"bench.run ({mode}) on {device.type}; backends {backends}; peers {peers}",
+                        scaling_points)
         print(the_plan)
         return {"plan": the_plan.as_dict()}
     env = report.environment(device, sys.argv[1:] if argv is None else list(argv))
     print(f"expandnets_cuda benchmark ({mode}) on {env['device']}, torch {env['torch']}, triton {env['triton']}; "
-          f"fused backends {backends}; peers {peers}; {cfg['rounds']} interleaved rounds per comparison")
-    progress = _progress((0 if args.skip_layers else len(cases)) + (0 if args.skip_network else len(network_models)),
-                         args.no_progress)
+          f"fused backends {backends}; peers {peers}; {cfg['rounds']} interleaved rounds per comparison"
+          + ("" if args.skip_scaling else f" ({cfg['scaling_rounds']} in the scaling section)"))
+    progress = _progress((0 if args.skip_layers else len(cases)) + (0 if args.skip_network else len(network_models))
+                         + (0 if args.skip_scaling else len(scaling_points)), args.no_progress)
 
     layer_rows: List[dict] = []
     if not args.skip_layers:
@@ -218,9 +260,18 @@ def main(argv=None) -> dict:
             model_forms = [f for f in forms if not (model == "mobilenet_v2" and "ck" in f)]
             network_rows += bench_networks(model, model_forms, rates, cfg["network_batch"], device,
                                            cfg["min_run_time"], cfg["rounds"], peers=peers,
-                                           peer_rates={p: compile_rates for p in COMPILED_PEERS})
+                                           peer_rates={p: compile_rates for p in COMPILED_PEERS},
+                                           fused_compile_rates=fused_compile_rates(args, peers, compile_rates))
             progress.update()
         network_rows = report.network_ratios(network_rows)
+    scaling_rows: List[dict] = []
+    if not args.skip_scaling and scaling_points:
+        roofline_rates = scaling.measure_rates(device)  # once per run
+        for point in scaling_points:
+            progress.set_description(f"scaling {point.label}")
+            scaling_rows.append(scaling.bench_point(point, device, cfg["scaling_min_run_time"], cfg["scaling_rounds"],
+                                                    roofline_rates))
+            progress.update()
     nonlinear_rows: List[dict] = []
     if not args.skip_nonlinear and chain:
         for case, strategy, rate in cases:
@@ -252,18 +303,27 @@ def main(argv=None) -> dict:
         print(f"\nNetworks (training step: forward, backward, SGD; batch {cfg['network_batch']}); "
               "'paper@r4' = the paper's unfused ExpandNet / compact training throughput (Table S10, V100s):")
         print(report.format_network_rows(network_rows))
+    if scaling_rows:
+        print(f"\nScaling (training step of the fused ExpandNet vs the compact network as the work per step grows; "
+              f"'fused/c', 'unfused/c', 'collapse/c' = step time / compact's, > 1 slower; 'floor/c' = compact's "
+              f"+ the roofline floor of the fused model's added work; medians of {cfg['scaling_rounds']} "
+              f"interleaved rounds, {scaling_rows[0]['threads']} threads):")
+        print(report.format_scaling_rows(scaling_rows))
     out = pathlib.Path(args.out).resolve() if args.out else default_out(env["device"], device.type == "cuda")
     record = {"environment": env, "mode": mode,
               "config": {**cfg, "rates": rates, "strategies": strategies, "backends": backends, "peers": peers,
-                         "layer_peers": layer_peers, "compile_rates": compile_rates, "forms": forms},
+                         "layer_peers": layer_peers, "compile_rates": compile_rates, "forms": forms,
+                         "scaling": [p.label for p in scaling_points] if not args.skip_scaling else []},
               "headline": report.headline(network_rows).splitlines() if network_rows else [],
-              "layers": layer_rows, "networks": network_rows, "nonlinear": nonlinear_rows}
+              "layers": layer_rows, "networks": network_rows, "nonlinear": nonlinear_rows, "scaling": scaling_rows}
     report.write_json(out, record)
     stamp = f"{env['device']} - {env['date'][:10]} - torch {env['torch']}"
     plots = [report.plot_networks(network_rows, out.with_name(out.stem + "-networks.png"),
                                   f"Training step time vs compact - {stamp}"),
              report.plot_layers(layer_rows, out.with_name(out.stem + "-layers.png"),
-                                f"Layer fwd+bwd time vs compact conv - {stamp}")]
+                                f"Layer fwd+bwd time vs compact conv - {stamp}"),
+             report.plot_scaling(scaling_rows, out.with_name(out.stem + "-scaling.png"),
+                                 f"Training step time vs compact as the work grows - {stamp}")]
     print(f"\nwrote {out}" + "".join(f" and {plot}" for plot in plots if plot))
     return record
 

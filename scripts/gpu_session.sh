@@ -32,7 +32,7 @@ fi
 # their --plan). Layers and nonlinear chains of SmallNet k=7 at r=4 on the main backend pairs;
 # networks SmallNet k=7 (CL, CK, CL+FC) and MobileNetV2 (CL, CL+FC) at r=4 against the collapse
 # peer (the torch.compile peer's compilations alone would take the phase).
-BENCH_COMMON=(--full --device cuda --rates 4 --min-run-time 0.2 --rounds 5 --no-progress)
+BENCH_COMMON=(--full --device cuda --rates 4 --min-run-time 0.2 --rounds 5 --no-progress --skip-scaling)
 BENCH_SMALLNET=(-m bench.run "${BENCH_COMMON[@]}" --models smallnet7 --network-models smallnet7
                 --backends torch,triton,cuda,triton+torch,cuda+torch,auto --peers collapse --forms compact,cl,ck,cl+fc)
 BENCH_MOBILENET=(-m bench.run "${BENCH_COMMON[@]}" --skip-layers --skip-nonlinear --network-models mobilenet_v2

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 import expandnets_cuda as ec
 from bench import report
@@ -63,9 +64,40 @@ def test_network_round_robin_has_every_variant_and_ratios():
     assert fused["best_peer"] == "collapse"
     assert fused["speedup_vs_best_peer"] == pytest.approx(peer["step_ms"] / fused["step_ms"])
     assert fused["paper_unfused_vs_compact_r4"] is None  # the paper's figure is for r=4 only
+    assert fused["best_like_peer"] == "collapse"  # eager against eager
     line = report.headline(rows)
-    assert "smallnet3 CL r=2" in line and "best peer's (collapse)" in line and len(line.splitlines()) == 1
+    assert "smallnet3 CL r=2" in line and "the strongest peer (collapse)" in line and len(line.splitlines()) == 1
+    assert f"{fused['speedup_vs_best_like_peer']:.2f}x collapse's" in line
     assert f"uses {fused['saved_vs_compact']:.2f}x the compact network's memory for backward" in line
+
+
+def test_the_compiled_fused_model_joins_where_asked_and_is_compared_like_for_like():
+    from bench.network import network_variants
+    names = [v.variant for v in network_variants("smallnet3", ["cl"], [2.0, 4.0], 2, torch.device("cpu"),
+                                                 backend="torch", fused_compile_rates=[4.0])]
+    assert names == ["compact", "fused", "unfused", "fused", "unfused", "fused-compile"]
+
+    from bench import run
+    args = run.parse_args(["--fused-compile"])
+    assert run.fused_compile_rates(args, ["collapse", "collapse-compile"], [4.0]) == [4.0]
+    assert run.fused_compile_rates(args, ["collapse"], [4.0]) == []  # no compiled peer: nothing to match
+    assert run.fused_compile_rates(run.parse_args([]), ["collapse-compile"], [4.0]) == []  # opt-in
+
+    def row(variant, ms, form="cl"):
+        return {"model": "m", "form": form, "rate": 4.0 if form != "compact" else None, "variant": variant,
+                "step_ms": ms, "images_per_s": 1000 / ms, "saved_bytes": 10, "params": 5 if form != "compact" else 1}
+    rows = report.network_ratios([row("compact", 10.0, "compact"), row("fused", 12.0), row("unfused", 30.0),
+                                  row("fused-compile", 10.5), row("collapse", 12.6), row("collapse-compile", 11.0)])
+    by = {r["variant"]: r for r in rows}
+    eager, compiled = by["fused"], by["fused-compile"]
+    assert (eager["best_like_peer"], compiled["best_like_peer"]) == ("collapse", "collapse-compile")
+    assert eager["speedup_vs_best_like_peer"] == pytest.approx(12.6 / 12.0)
+    assert compiled["speedup_vs_best_like_peer"] == pytest.approx(11.0 / 10.5)
+    assert eager["best_peer"] == compiled["best_peer"] == "collapse-compile"  # the strongest of any kind
+    assert eager["speedup_vs_best_peer"] == pytest.approx(11.0 / 12.0)
+    line = report.headline(rows)
+    assert "1.05x collapse's" in line and "compiled 1.05x collapse-compile's" in line
+    assert "best fused (fused-compile) 1.05x the strongest peer (collapse-compile)" in line
 
 
 def _expanded_twins(form):
@@ -137,7 +169,7 @@ def test_cli_tiny_run_writes_json_and_plots(tmp_path, capsys):
     argv = ["--device", "cpu", "--models", "smallnet3", "--strategies", "cl", "--rates", "2,4",
             "--layer-batch", "2", "--network-batch", "2", "--min-run-time", "0.01", "--rounds", "2",
             "--network-models", "smallnet3", "--forms", "compact,cl,ck", "--backends", "torch,auto",
-            "--peers", "collapse", "--no-progress", "--out", str(out)]
+            "--peers", "collapse", "--skip-scaling", "--no-progress", "--out", str(out)]
     record = main(argv)
     saved = json.loads(out.read_text())
     assert saved["layers"] == record["layers"] and len(saved["layers"]) == 3 * 2 * 5
@@ -218,11 +250,40 @@ def test_saved_bytes_leaves_out_parameters():
 
 def test_step_profile_attributes_the_added_time_and_counts_the_floor():
     from bench import step_profile
-    r = step_profile.report("smallnet3", "cl+fc", 2.0, 2, torch.device("cpu"), steps=1)
+    r = step_profile.report("smallnet3", "cl+fc", 2.0, 2, torch.device("cpu"), steps=1, rounds=2)
     assert r["compact"]["composition"] == 0.0 and r["fused"]["composition"] > 0.0
     assert r["fused"]["optimizer"] > 0.0 and r["composition_floor_ms"] > 0.0
+    assert r["timed"]["added"] == pytest.approx(r["timed"]["fused"] - r["timed"]["compact"])
+    phases = r["phases"]
+    assert set(phases) == {"compose_forward", "compose_backward", "optimizer"}
+    assert phases["optimizer"]["gmac"] == 0 and phases["optimizer"]["mb"] > 0  # memory-bound by definition
+    assert r["floor_ms"] == pytest.approx(sum(p["floor_ms"] for p in phases.values()))
+    assert r["added_vs_floor"] == pytest.approx(r["timed"]["added"] / r["floor_ms"])
     text = step_profile.format_report(r)
-    assert "composition floor" in text and text.count("\n") >= 6
+    assert "x the floor" in text and "compose_backward" in text and text.count("\n") >= 12
+
+
+def test_roofline_work_of_a_unit_by_hand():
+    """CL 4->6 k=3 r=2, bias: forward the cheaper order, backward the chosen plan; bytes read the
+    parameters and write the composed weight (forward), read it and write every gradient (backward);
+    SGD momentum moves 5 float32 passes over the parameters the expansion adds."""
+    from bench import roofline
+    from expandnets_cuda import composition_products as products
+    compact = nn.Sequential(nn.Conv2d(4, 6, 3))
+    fused = ec.expand_model(compact, "cl", 2, backend="torch")
+    (unit,) = roofline.fused_units(fused)
+    params = sum(p.numel() for p in unit.parameters())
+    i, a, c, o, t = 4, 8, 12, 6, 9
+    work = roofline.added_work(fused, compact)
+    assert work["compose_forward"].macs == min(products.cl_cost(i, a, c, o, t, 1))
+    assert work["compose_backward"].macs == products.cl_backward_plan(i, a, c, o, t).cost
+    composed = o * i * t + o
+    assert work["compose_forward"].bytes == 4 * (params + composed)
+    assert work["compose_backward"].bytes == 4 * (composed + 2 * params)
+    assert work["optimizer"].bytes == 5 * 4 * (params - sum(p.numel() for p in compact.parameters()))
+    floors = roofline.floor_ms(work, roofline.Rates(gemm_gflops=1.0, copy_gbps=1.0))
+    assert floors["compose_forward"] == pytest.approx(max(2 * work["compose_forward"].macs, work["compose_forward"].bytes) / 1e6)
+    assert floors["total"] == pytest.approx(sum(floors[p] for p in roofline.PHASES))
 
 
 @pytest.mark.parametrize("strategy", ["cl", "ck"])
@@ -240,3 +301,107 @@ def test_composition_macs_follow_the_cost_model(strategy):
         (o0, i0), (o1, _) = [tuple(layer.weight.shape[:2]) for layer in unit.layers]
         fold = o1 * 9 * o0 * i0 * 9  # the only fold: (o1, o0, 3x3) after (o0, i0, 3x3)
         assert macs == fold + 0 + 2 * fold
+
+
+def test_scaling_points_sets_and_parsing():
+    from bench import scaling
+    full = scaling.FULL_POINTS
+    assert len(full) == len(set(full)) == 2 * (6 + 2) + 3 * 2  # 32 px at batch 32 once per form
+    assert {(p.batch, p.image_size) for p in full if p.model == "smallnet7" and p.form == "ck"} == {
+        (16, 32), (32, 32), (64, 32), (128, 32), (256, 32), (512, 32), (32, 64), (32, 128)}
+    assert {(p.model, p.batch, p.image_size) for p in full if p.imagenet} == {
+        (m, b, 224) for m in ("mobilenet_v1", "mobilenet_v2", "shufflenet_v2_x0_5") for b in (8, 32)}
+    assert set(scaling.QUICK_POINTS) < set(full) and all(p.batch == 8 for p in scaling.QUICK_POINTS if p.imagenet)
+    assert scaling.select_points("smallnet7:ck:64:32, mobilenet_v1:cl:8:224") == [
+        scaling.Point("smallnet7", "ck", 64, 32), scaling.Point("mobilenet_v1", "cl", 8, 224)]
+    assert all(p.model == "smallnet7" and p.form == "cl" for p in scaling.select_points("full", ["smallnet7"], ["cl"]))
+    for bad in ("smallnet7:cl:2", "smallnet3:cl:2:32", "mobilenet_v1:ck:8:224"):
+        with pytest.raises(ValueError):
+            scaling.parse_point(bad)
+    with pytest.raises(SystemExit, match="--scaling-points"):
+        main(["--plan", "--device", "cpu", "--scaling-points", "most"])
+
+
+@pytest.mark.parametrize("point", [("smallnet7", "ck", 2, 48), ("shufflenet_v2_x0_5", "cl", 1, 224)])
+def test_scaling_variants_are_one_function_at_the_point_size(point):
+    from bench import scaling
+    point = scaling.Point(*point)
+    compact, fused, unfused, collapse = scaling.scaling_variants(point, torch.device("cpu"), backend="torch")
+    classes = 1000 if point.imagenet else 10
+    for v in (compact, fused, unfused, collapse):
+        assert v.x.shape == (point.batch, 3, point.image_size, point.image_size) and int(v.y.max()) < classes
+    assert [v.variant for v in (compact, fused, unfused, collapse)] == list(scaling.VARIANTS)
+    assert fused.params == unfused.params > compact.params
+    if not point.imagenet:  # no dropout: the three expanded forms compute the same outputs
+        with torch.no_grad():
+            outputs = [v.model(fused.x) for v in (fused, unfused, collapse)]
+        assert outputs[0].shape == (point.batch, classes)
+        for other in outputs[1:]:
+            assert torch.allclose(outputs[0], other, rtol=1e-4, atol=1e-4)
+
+
+def test_scaling_section_end_to_end(tmp_path, capsys):
+    import math
+    out = tmp_path / "scaling.json"
+    argv = ["--device", "cpu", "--skip-layers", "--skip-network", "--skip-nonlinear", "--min-run-time", "0.01",
+            "--rounds", "2", "--scaling-points", "smallnet7:cl:2:32,smallnet7:cl:4:32,smallnet7:ck:2:32",
+            "--no-progress", "--out", str(out)]
+    record = main(argv)
+    saved = json.loads(out.read_text())
+    rows = saved["scaling"]
+    assert rows == record["scaling"] and [(r["form"], r["batch"], r["image_size"]) for r in rows] == [
+        ("cl", 2, 32), ("cl", 4, 32), ("ck", 2, 32)]
+    for r in rows:
+        for variant in ("compact", "fused", "unfused", "collapse"):
+            assert r[f"{variant}_ms"] > 0 and len(r[f"{variant}_samples_ms"]) == 2
+            assert r[f"{variant}_images_per_s"] == pytest.approx(r["batch"] / r[f"{variant}_ms"] * 1e3)
+        for variant in ("fused", "unfused", "collapse"):
+            ratio = r[f"{variant}_vs_compact"]
+            assert math.isfinite(ratio) and ratio == pytest.approx(r[f"{variant}_ms"] / r["compact_ms"])
+        assert r["fused_params"] == r["unfused_params"] > r["compact_params"] and r["rate"] == 4.0
+        assert r["threads"] == torch.get_num_threads()
+        if r["floor_ms"] is not None:  # bench/roofline.py implemented
+            assert r["floor_vs_compact"] == pytest.approx((r["compact_ms"] + r["floor_ms"]) / r["compact_ms"])
+            assert r["floor_ms"] > 0
+    assert saved["config"]["scaling"] == ["smallnet7:cl:2:32", "smallnet7:cl:4:32", "smallnet7:ck:2:32"]
+    printed = capsys.readouterr().out
+    table = printed[printed.index("\nScaling"):].splitlines()
+    assert table[2].split()[:4] == ["model", "form", "batch", "px"] and len(table) >= 6
+    assert table[3].split()[:4] == ["smallnet7", "cl", "2", "32"]
+    assert out.with_name(out.stem + "-scaling.png").stat().st_size > 1000
+
+
+def test_skip_scaling_and_the_plan_counts_it(tmp_path, capsys):
+    out = tmp_path / "none.json"
+    record = main(["--device", "cpu", "--skip-layers", "--skip-network", "--skip-nonlinear", "--skip-scaling",
+                   "--no-progress", "--out", str(out)])
+    assert record["scaling"] == [] and json.loads(out.read_text())["scaling"] == []
+    assert "Scaling" not in capsys.readouterr().out and not out.with_name(out.stem + "-scaling.png").exists()
+
+    from bench import scaling
+    base = ["--plan", "--device", "cpu", "--skip-layers", "--skip-network"]
+    sections = {s["name"]: s for s in main(base + ["--scaling-points", "full"])["plan"]["sections"]}
+    assert sections["scaling"]["comparisons"] == len(scaling.FULL_POINTS) == 22
+    assert sections["scaling"]["variants"] == 4 * 22 and sections["scaling"]["seconds"] > 0
+    small = main(base + ["--scaling-models", "smallnet7", "--strategies", "cl"])["plan"]["sections"]
+    assert {s["name"]: s for s in small}["scaling"]["comparisons"] == len(
+        [p for p in scaling.QUICK_POINTS if p.form == "cl" and not p.imagenet])
+    assert "scaling" not in {s["name"] for s in main(base + ["--skip-scaling"])["plan"]["sections"]}
+
+
+def test_scaling_table_and_plot_with_imagenet_points_and_no_floor(tmp_path):
+    def row(model, form, batch, px, fused, floor=None):
+        return {"model": model, "form": form, "rate": 4.0, "batch": batch, "image_size": px, "compact_ms": 10.0,
+                "fused_ms": 10.0 * fused, "fused_vs_compact": fused, "unfused_vs_compact": 3.0,
+                "collapse_vs_compact": 1.2, "floor_ms": floor, "floor_vs_compact": 1 + floor / 10 if floor else None,
+                "compact_spread": 0.01, "fused_spread": 0.2, "unfused_spread": 0.0, "collapse_spread": 0.05}
+    rows = [row("smallnet7", "cl", b, 32, 2.0 / b ** 0.2, 0.5) for b in (16, 32, 64)]
+    rows += [row("smallnet7", "cl", 32, px, 1.5) for px in (64, 128)]
+    rows += [row("mobilenet_v1", "cl", 8, 224, 1.02), row("shufflenet_v2_x0_5", "cl", 8, 224, 1.04, 0.1)]
+    table = report.format_scaling_rows(rows).splitlines()
+    # the last columns: floor/compact, spread, the paper's unfused/compact time (Table S10, r=4)
+    assert len(table) == 1 + len(rows) and table[-2].split()[-3:] == ["-", "±20%!", "5.20"]
+    assert table[1].split()[-3:] == ["1.05", "±20%!", "2.29"]  # floor/compact = (10 + 0.5) / 10
+    kinds = [(kind, key) for kind, key, _ in report._scaling_panels(rows)]
+    assert kinds == [("batch", "cl"), ("imagenet", 8), ("px", "cl")]
+    assert report.plot_scaling(rows, tmp_path / "s.png", "t").stat().st_size > 1000

@@ -159,7 +159,7 @@ def _check_runs_outside_the_checkout(venv: pathlib.Path, cwd: pathlib.Path):
 
     out = cwd / "bench" / "out.json"
     bench = _run(["expandnets-bench", "--models", "smallnet3", "--rates", "2", "--strategies", "cl",
-                  "--skip-network", "--backends", "torch", "--layer-peers", "", "--layer-batch", "2",
+                  "--skip-network", "--skip-scaling", "--backends", "torch", "--layer-peers", "", "--layer-batch", "2",
                   "--min-run-time", "0.01", "--rounds", "2", "--no-progress", "--out", out], cwd, env)
     record = json.loads(out.read_text())
     assert record["layers"] and {row["impl"] for row in record["layers"]} >= {"compact", "unfused", "fused[torch]"}
