@@ -136,6 +136,8 @@ def fold_forward(later: Tensor, earlier: Tensor) -> Tensor:
     _, i, b, b2 = earlier.shape
     if later.device.type != "cpu":
         return _fold_forward_col2im(later, earlier)
+    if torch.compiler.is_compiling():  # Inductor lowers the block adds into a slow generated loop
+        return _fold_forward_transposed_conv(later, earlier)
     products = _taps_major(later).reshape(o * a * a2, c) @ _taps_major(earlier).reshape(c, b * b2 * i)
     products = products.reshape(o, a, a2, b, b2, i)
     kernel = products.new_zeros(o, a + b - 1, a2 + b2 - 1, i)
@@ -174,6 +176,12 @@ def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool =
         d_earlier = _taps_major(later).reshape(o * a * a2, c).t() @ d_products
         d_earlier = d_earlier.reshape(c, b, b2, i).permute(0, 3, 1, 2)
     return d_later, d_earlier
+
+
+def _fold_forward_transposed_conv(later: Tensor, earlier: Tensor) -> Tensor:
+    """The fold as one transposed convolution (a full convolution needs no flipped copy):
+    ``K^T = conv_transpose2d(earlier^T, later^T)``, batched over the earlier kernel's input channels."""
+    return F.conv_transpose2d(earlier.transpose(0, 1), later.transpose(0, 1)).transpose(0, 1)
 
 
 # On a GPU one col2im / im2col launch beats the per-tap block adds (one launch each).

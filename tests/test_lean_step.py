@@ -256,10 +256,12 @@ def test_triton_ck_uses_the_lean_function_and_matches_reference():
 @pytest.mark.parametrize("later, earlier", [((5, 4, 3, 3), (4, 3, 5, 5)), ((5, 4, 5, 5), (4, 3, 3, 3)),
                                             ((2, 6, 3, 5), (6, 1, 3, 3))])
 def test_cpu_block_add_folds_match_the_col2im_folds(later, earlier):
-    """The CPU folds (taps-major block adds) against the col2im / im2col ones other devices run."""
+    """The CPU folds (taps-major block adds) against the col2im / im2col ones other devices run, and
+    the transposed-convolution fold the CPU runs under torch.compile."""
     later, earlier = torch.randn(*later, dtype=F64), torch.randn(*earlier, dtype=F64)
     kernel = products.fold_forward(later, earlier)
     assert_rel_close(kernel, products._fold_forward_col2im(later, earlier), 1e-13, "fold")
+    assert_rel_close(kernel, products._fold_forward_transposed_conv(later, earlier), 1e-13, "fold (compiled)")
     dk = torch.randn_like(kernel)
     for mine, theirs in zip(products.fold_backward(later, earlier, dk),
                             products._fold_backward_im2col(later, earlier, dk, True, True)):
