@@ -127,10 +127,6 @@ def _ck_partials(weights: Sequence[Tensor], left_first: bool, folds: Folds = TOR
     return partial
 
 
-def _ck_kernel(weights: Sequence[Tensor], left_first: bool, folds: Folds = TORCH_FOLDS) -> Tensor:
-    return _ck_last_fold(weights, _ck_partials(weights, left_first, folds), left_first, folds)
-
-
 def _kept_partials(weights: Sequence[Tensor], partial: dict) -> list:
     """The folded partials backward needs beyond the weights, kept from forward when
     ``products.ck_keeps_partials`` says so; else backward folds them again."""
