@@ -10,6 +10,6 @@ def bench(argv: Optional[List[str]] = None) -> int:
     ``bench.run.main`` returns the benchmark record; a console script would hand that dict to
     ``sys.exit``, which prints it and exits with status 1.
     """
-    from .bench.run import main
+    from expandnets_cuda.bench.run import main
     main(argv)
     return 0

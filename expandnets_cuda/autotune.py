@@ -25,8 +25,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from . import backends
-from .timing import interleaved
+from expandnets_cuda import backends
+from expandnets_cuda.timing import interleaved
 
 _LOCK = threading.Lock()
 _MEMORY: Dict[str, str] = {}
@@ -159,7 +159,7 @@ def _candidates(unit, device: torch.device) -> list:
         if found is not None:
             return found
         return [] if unit.nonlinear else [backends.resolve("torch", device)]
-    from . import chain_backends
+    from expandnets_cuda import chain_backends
     chains = chain_backends.candidates(device)
     _FOUND[key] = chains if unit.nonlinear else backends.candidate_pairs(device) + chains
     return _FOUND[key]

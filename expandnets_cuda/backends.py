@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from . import composition
+from expandnets_cuda import composition
 
 REFERENCE = "reference"
 AUTO = "auto"
@@ -271,7 +271,7 @@ _CHAINS: Dict[str, object] = {}
 
 def _load_chain(name: str):
     if name not in _CHAINS:
-        from . import chain_backends
+        from expandnets_cuda import chain_backends
         if name == chain_backends.CHAIN_OF.get("triton"):
             _triton_precheck()
         try:
@@ -316,7 +316,7 @@ def check_backend_name(backend) -> str:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     name = backend.strip().lower()
-    from .chain_backends import CHAIN_BACKENDS  # lazily: it imports this module
+    from expandnets_cuda.chain_backends import CHAIN_BACKENDS  # lazily: it imports this module
     if name in (AUTO, REFERENCE) or name in CHAIN_BACKENDS:
         return name
     parts = name.split("+")
@@ -336,7 +336,7 @@ def resolve(backend: str, device: Optional[torch.device] = None) -> Resolved:
         return REFERENCE
     if backend == AUTO:
         return _auto_pair(device)
-    from . import chain_backends
+    from expandnets_cuda import chain_backends
     if backend in chain_backends.CHAIN_BACKENDS:  # a chain runner (triton-chain, cuda-chain)
         return _load_chain(backend)
     composer_name, _, convolver_name = backend.partition("+")
@@ -404,7 +404,7 @@ def available_backends() -> BackendReport:
             info = BackendInfo(name, True, devices=info.devices,
                                note="; ".join(filter(None, [f"{kinds[0]} only: use it in a pair", info.note])))
         report[name] = info
-    from .chain_backends import CHAIN_BACKENDS
+    from expandnets_cuda.chain_backends import CHAIN_BACKENDS
     for name in CHAIN_BACKENDS:
         info = _info(name, lambda: [_load_chain(name)])
         report[name] = BackendInfo(name, info.available, info.reason, info.fix, info.devices, "; ".join(
@@ -452,20 +452,20 @@ def _triton_precheck() -> None:
 
 def _triton_composer() -> Composer:
     _triton_precheck()
-    from .triton_backend import load_composer
+    from expandnets_cuda.triton_backend import load_composer
     return load_composer()
 
 
 def _triton_convolver() -> Convolver:
     _triton_precheck()
-    from .triton_backend import load_convolver
+    from expandnets_cuda.triton_backend import load_convolver
     return load_convolver()
 
 
 def _cuda_fix() -> str:
     """How to get the CUDA backend, from the first thing it lacks here."""
     import importlib.util
-    from .cuda_backend import BUILD_HINT
+    from expandnets_cuda.cuda_backend import BUILD_HINT
     if importlib.util.find_spec(__name__.rpartition(".")[0] + "._C") is None:
         return BUILD_HINT
     if torch.version.cuda is None:
@@ -477,7 +477,7 @@ def _cuda_fix() -> str:
 
 def _cuda_loader(stage: str) -> Callable:
     def load():
-        from . import cuda_backend
+        from expandnets_cuda import cuda_backend
         try:
             return getattr(cuda_backend, f"load_{stage}")()
         except BackendUnavailableError as err:

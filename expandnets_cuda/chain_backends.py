@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .backends import BackendUnavailableError
+from expandnets_cuda.backends import BackendUnavailableError
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,12 @@ class ChainRunner:
 
 
 def _triton() -> ChainRunner:
-    from .triton_backend import load_chain
+    from expandnets_cuda.triton_backend import load_chain
     return load_chain()
 
 
 def _cuda() -> ChainRunner:
-    from .cuda_backend import load_chain
+    from expandnets_cuda.cuda_backend import load_chain
     return load_chain()
 
 

@@ -19,8 +19,8 @@ from typing import Sequence
 import torch
 import torch.utils.checkpoint
 
-from .reference import ConvUnitSpec, pad_input
-from .kernel_convolver import autocast_inputs, exact_fp32
+from expandnets_cuda.reference import ConvUnitSpec, pad_input
+from expandnets_cuda.kernel_convolver import autocast_inputs, exact_fp32
 
 Tensor = torch.Tensor
 

@@ -24,8 +24,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from . import caches
-from . import composition_products as products
+from expandnets_cuda import caches
+from expandnets_cuda import composition_products as products
 
 Tensor = torch.Tensor
 

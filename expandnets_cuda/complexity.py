@@ -15,8 +15,8 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from .conversion import EXPANDED_TYPES, contract_model
-from .fused_unit import FusedUnit
+from expandnets_cuda.conversion import EXPANDED_TYPES, contract_model
+from expandnets_cuda.fused_unit import FusedUnit
 
 
 def count_params(model: nn.Module) -> int:

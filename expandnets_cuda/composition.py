@@ -15,8 +15,8 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from . import composition_products as products
-from .composition_products import cl_cost  # noqa: F401  (re-exported: tests and benchmarks read it)
+from expandnets_cuda import composition_products as products
+from expandnets_cuda.composition_products import cl_cost  # noqa: F401  (re-exported: tests and benchmarks read it)
 
 Tensor = torch.Tensor
 Composed = Tuple[Tensor, Optional[Tensor]]

@@ -14,7 +14,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import caches, cl_gemms
+from expandnets_cuda import caches, cl_gemms
 
 Tensor = torch.Tensor
 

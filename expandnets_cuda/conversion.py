@@ -9,11 +9,11 @@ from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from . import reference as python_ref
-from .reference.spec import STRATEGIES, check_rate
-from .fused_conv import FusedExpandConv2d
-from .fused_linear import FusedExpandLinear
-from .expansion_plan import ExpansionPlan, decide
+from expandnets_cuda import reference as python_ref
+from expandnets_cuda.reference.spec import STRATEGIES, check_rate
+from expandnets_cuda.fused_conv import FusedExpandConv2d
+from expandnets_cuda.fused_linear import FusedExpandLinear
+from expandnets_cuda.expansion_plan import ExpansionPlan, decide
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def expand_model(model: nn.Module, strategy: Optional[str] = "cl", rate: float =
     _warn_about(plan)
     logger.info("%s", plan)
     model.expansion_plan = plan
-    from . import network_composition  # one composition call per step for all units; units still work alone
+    from expandnets_cuda import network_composition  # one composition call per step for all units; units still work alone
     network_composition.install(model)
     return model
 

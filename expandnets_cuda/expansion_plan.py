@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from .reference.spec import ConvUnitSpec, LinearUnitSpec, ck_ineligibility
+from expandnets_cuda.reference.spec import ConvUnitSpec, LinearUnitSpec, ck_ineligibility
 
 COMPACT = "compact"
 

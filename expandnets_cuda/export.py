@@ -32,8 +32,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .agreement import agreement
-from .conversion import EXPANDED_TYPES, contract_model
+from expandnets_cuda.agreement import agreement
+from expandnets_cuda.conversion import EXPANDED_TYPES, contract_model
 
 # ||exported - expanded|| / ||expanded|| over all outputs, float32. The expanded network composes
 # its weights in float32, the contraction in float64, and onnxruntime orders its sums its own way:
@@ -171,7 +171,7 @@ def export_contracted(model: nn.Module, inputs: torch.Tensor, out_dir: str, *, n
 # ------------------------------------------------------------------------------------ a training run
 def _run_files(path: str):
     """``(model.pt, summary.json or None)`` of a run folder or of a model file inside one."""
-    from .train.pipeline import SUMMARY_FILE
+    from expandnets_cuda.train.pipeline import SUMMARY_FILE
     folder, model_file = (path, os.path.join(path, "model.pt")) if os.path.isdir(path) else (os.path.dirname(path), path)
     summary = os.path.join(folder, SUMMARY_FILE)
     return model_file, (summary if os.path.isfile(summary) else None)
@@ -181,7 +181,7 @@ def _run_data(summary: Optional[str], data_dir: Optional[str]):
     """The run's dataset as its config names it (``None`` without a summary)."""
     if summary is None:
         return None
-    from .train.data import load_dataset
+    from expandnets_cuda.train.data import load_dataset
     with open(summary) as f:
         config = json.load(f)["config"]
     return load_dataset(config["dataset"], data_dir if config["dataset"] != "digits" else None,
@@ -194,8 +194,8 @@ def export_run(path: str, out_dir: str, *, data_dir: Optional[str] = None, limit
     folder or its ``model.pt``): raw images in, the run's normalisation inside the exported graph,
     checked on the first ``limit`` test images. Without the run's ``summary.json`` (a bare model
     file), on random images of the model's input shape instead (``inputs`` says which)."""
-    from .train.checkpoint import load_model
-    from .train.loader import channel_stats
+    from expandnets_cuda.train.checkpoint import load_model
+    from expandnets_cuda.train.loader import channel_stats
     model_file, summary = _run_files(path)
     net, arch = load_model(model_file, backend="torch")
     data = _run_data(summary, data_dir)
@@ -216,7 +216,7 @@ def export_run(path: str, out_dir: str, *, data_dir: Optional[str] = None, limit
         report.extra["accuracy"] = {"expanded": accuracy(_outputs(wrapped, images), labels),
                                     "onnx": accuracy(run_onnx(report.files["onnx"], images), labels)}
     if int8:
-        from .quantize import quantize_onnx
+        from expandnets_cuda.quantize import quantize_onnx
         calibration = data.train.images[:limit].float()
         report.files["onnx_int8"] = quantize_onnx(report.files["onnx"], calibration,
                                                   os.path.join(out_dir, "model.int8.onnx"))
@@ -227,7 +227,7 @@ def export_run(path: str, out_dir: str, *, data_dir: Optional[str] = None, limit
 def export_paper(name: str, out_dir: str, *, input_size: Optional[int] = None, count: int = 16) -> ExportReport:
     """The paper's ExpandNet of network ``name`` (``models.PAPER_PRESETS``), freshly initialised
     with random BN statistics, exported and checked on ``count`` random images."""
-    from .models import paper_preset
+    from expandnets_cuda.models import paper_preset
     preset = paper_preset(name)
     model = preset.expand(backend="torch").eval()
     generator = torch.Generator().manual_seed(0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .reference import ConvUnitSpec, build_conv_layers, contraction, pad_input, run_chain
-from .reference.spec import check_flag
-from . import backends, chain_backends, chain_unit
-from .fused_unit import FusedUnit
+from expandnets_cuda.reference import ConvUnitSpec, build_conv_layers, contraction, pad_input, run_chain
+from expandnets_cuda.reference.spec import check_flag
+from expandnets_cuda import backends, chain_backends, chain_unit
+from expandnets_cuda.fused_unit import FusedUnit
 
 
 def _standard_strides(shape) -> tuple:

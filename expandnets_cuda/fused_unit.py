@@ -8,8 +8,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .reference import layer_params
-from . import autotune, backends, chain_backends
+from expandnets_cuda.reference import layer_params
+from expandnets_cuda import autotune, backends, chain_backends
 
 Tensor = torch.Tensor
 

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import torch
 
-from . import __version__, autotune, backends
+from expandnets_cuda import __version__, autotune, backends
 
 BUILD_INFO = pathlib.Path(__file__).with_name("_build_info.json")
 

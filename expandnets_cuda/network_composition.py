@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .fused_unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
+from expandnets_cuda.fused_unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
 
 Tensor = torch.Tensor
 Composed = Tuple[Tensor, Optional[Tensor]]

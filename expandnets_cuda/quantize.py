@@ -29,7 +29,7 @@ def quantize_onnx(path: str, calibration_images: torch.Tensor, out_path: str, *,
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .export import onnx_session
+    from expandnets_cuda.export import onnx_session
 
     name = onnx_session(path).get_inputs()[0].name
     images = calibration_images.detach().float().cpu().numpy()

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ..backends import BackendUnavailableError
+from expandnets_cuda.backends import BackendUnavailableError
 
 BUILD_HINT = ("build it with `pip install --no-build-isolation .` (or `python setup.py build_ext --inplace`) "
               "on a machine with nvcc and a CUDA build of torch")
@@ -44,12 +44,12 @@ def _require_extension() -> None:
     if reason is not None:
         raise BackendUnavailableError(reason)
     try:
-        from . import compose_ops, conv_ops  # noqa: F401  (load the extension, register fake impls and autograd)
+        from expandnets_cuda.cuda_backend import compose_ops, conv_ops  # noqa: F401  (load the extension, register fake impls and autograd)
     except (ImportError, OSError) as err:
         raise BackendUnavailableError(
             f"the CUDA extension expandnets_cuda._C does not load against torch {torch.__version__} ({err}); "
             f"rebuild it: {BUILD_HINT}") from err
-    from .schemas import mismatches
+    from expandnets_cuda.cuda_backend.schemas import mismatches
     problems = mismatches()
     if problems:
         raise BackendUnavailableError(
@@ -59,17 +59,17 @@ def _require_extension() -> None:
 
 def load_composer():
     _require_extension()
-    from .composer import load_composer as load
+    from expandnets_cuda.cuda_backend.composer import load_composer as load
     return load()
 
 
 def load_convolver():
     _require_extension()
-    from .convolver import load_convolver as load
+    from expandnets_cuda.cuda_backend.convolver import load_convolver as load
     return load()
 
 
 def load_chain():
     _require_extension()
-    from .chain_ops import load_chain as load
+    from expandnets_cuda.cuda_backend.chain_ops import load_chain as load
     return load()

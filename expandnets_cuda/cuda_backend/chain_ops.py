@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
-from ..chain_geometry import geometry, like_layout
+from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
+from expandnets_cuda.chain_geometry import geometry, like_layout
 
 chain_op = torch.ops.expandnets.cuda_chain
 chain_backward_op = torch.ops.expandnets.cuda_chain_backward
@@ -54,6 +54,6 @@ def chain(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups, 
 
 
 def load_chain():
-    from ..chain_backends import ChainRunner
-    from .convolver import conv2d
+    from expandnets_cuda.chain_backends import ChainRunner
+    from expandnets_cuda.cuda_backend.convolver import conv2d
     return ChainRunner("cuda-chain", chain, conv2d, device_types=("cuda",))

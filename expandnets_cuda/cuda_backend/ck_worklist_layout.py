@@ -11,7 +11,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from .. import ck_many
+from expandnets_cuda import ck_many
 
 Tensor = torch.Tensor
 

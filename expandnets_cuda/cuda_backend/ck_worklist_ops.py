@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
-from .. import ck_many
-from . import ck_worklist_layout
+from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
+from expandnets_cuda import ck_many
+from expandnets_cuda.cuda_backend import ck_worklist_layout
 
 ck_many_fold = torch.ops.expandnets.cuda_ck_many_fold
 ck_many_fold_backward = torch.ops.expandnets.cuda_ck_many_fold_backward

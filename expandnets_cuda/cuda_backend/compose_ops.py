@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
+from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
 
 cl_compose = torch.ops.expandnets.cuda_cl_compose
 cl_compose_backward = torch.ops.expandnets.cuda_cl_compose_backward

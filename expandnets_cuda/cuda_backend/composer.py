@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import composition
-from ..backends import BackendUnavailableError, Composer
-from . import ck_worklist_ops, compose_ops, worklist_ops
+from expandnets_cuda import composition
+from expandnets_cuda.backends import BackendUnavailableError, Composer
+from expandnets_cuda.cuda_backend import ck_worklist_ops, compose_ops, worklist_ops
 
 
 def check_device(t: torch.Tensor) -> None:

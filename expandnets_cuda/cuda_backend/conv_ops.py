@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
+from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
 
 conv2d = torch.ops.expandnets.cuda_conv2d
 conv2d_backward = torch.ops.expandnets.cuda_conv2d_backward

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
-from . import worklist_layout
+from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
+from expandnets_cuda.cuda_backend import worklist_layout
 
 cl_many = torch.ops.expandnets.cuda_cl_many
 cl_many_backward = torch.ops.expandnets.cuda_cl_many_backward

@@ -18,10 +18,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .alexnet import alexnet_compact
-from .mobilenet_v1 import mobilenet_v1, mobilenet_v1_cifar
-from .mobilenet_v2 import MOBILENET_V2_STAGES, mobilenet_v2, mobilenet_v2_cifar
-from .shufflenet_v2 import shufflenet_v2_x0_5
+from expandnets_cuda.models.alexnet import alexnet_compact
+from expandnets_cuda.models.mobilenet_v1 import mobilenet_v1, mobilenet_v1_cifar
+from expandnets_cuda.models.mobilenet_v2 import MOBILENET_V2_STAGES, mobilenet_v2, mobilenet_v2_cifar
+from expandnets_cuda.models.shufflenet_v2 import shufflenet_v2_x0_5
 
 
 def _convs(model: nn.Module) -> List[Tuple[str, nn.Conv2d]]:
@@ -79,7 +79,7 @@ class PaperPreset:
     def expand(self, model: Optional[nn.Module] = None, **kwargs) -> nn.Module:
         """``expand_model`` with this preset's strategy, rate and layers (``kwargs`` pass through,
         e.g. ``backend``, ``nonlinear``, ``inplace``); builds the compact model when none is given."""
-        from ..conversion import expand_model  # conversion imports nothing from models
+        from expandnets_cuda.conversion import expand_model  # conversion imports nothing from models
         model = self.build() if model is None else model
         kwargs.setdefault("rate", self.rate)
         return expand_model(model, self.strategy, layers=self.layer_names(model), **kwargs)

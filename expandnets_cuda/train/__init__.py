@@ -12,13 +12,13 @@ or from Python::
 Importing this package loads neither tqdm, matplotlib nor scikit-learn; they load when a run
 shows progress, plots its curves, or reads the digits.
 """
-from .checkpoint import load_model
-from .config import TrainConfig
-from .data import ImageDataset, ImageSplit, load_dataset
-from .distill import kd_loss
-from .evaluate import ContractionCheck, contract_and_check, evaluate
-from .forms import FORMS, MODELS, Architecture, build_model
-from .pipeline import TrainResult, run
+from expandnets_cuda.train.checkpoint import load_model
+from expandnets_cuda.train.config import TrainConfig
+from expandnets_cuda.train.data import ImageDataset, ImageSplit, load_dataset
+from expandnets_cuda.train.distill import kd_loss
+from expandnets_cuda.train.evaluate import ContractionCheck, contract_and_check, evaluate
+from expandnets_cuda.train.forms import FORMS, MODELS, Architecture, build_model
+from expandnets_cuda.train.pipeline import TrainResult, run
 
 __all__ = [
     "TrainConfig", "run", "TrainResult", "Architecture", "build_model", "FORMS", "MODELS", "kd_loss",

@@ -10,10 +10,10 @@ import sys
 import time
 from typing import List, Optional
 
-from .config import DEFAULT_EPOCHS, TrainConfig
-from .data import DATASETS
-from .forms import FORMS, MODELS
-from .pipeline import run
+from expandnets_cuda.train.config import DEFAULT_EPOCHS, TrainConfig
+from expandnets_cuda.train.data import DATASETS
+from expandnets_cuda.train.forms import FORMS, MODELS
+from expandnets_cuda.train.pipeline import run
 
 DEFAULTS = TrainConfig()
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .forms import Architecture, build_model
+from expandnets_cuda.train.forms import Architecture, build_model
 
 STATE_FORMAT = "expandnets_cuda.train/state-v1"
 MODEL_FORMAT = "expandnets_cuda.train/model-v1"

@@ -18,8 +18,8 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import safe_pickle
-from .data import ImageDataset, ImageSplit
+from expandnets_cuda.train import safe_pickle
+from expandnets_cuda.train.data import ImageDataset, ImageSplit
 
 IMAGE_SHAPE = (3, 32, 32)
 

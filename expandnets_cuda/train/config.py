@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from .data import DATASETS
-from .distill import check_kd_options
-from .forms import FORMS, MODELS
+from expandnets_cuda.train.data import DATASETS
+from expandnets_cuda.train.distill import check_kd_options
+from expandnets_cuda.train.forms import FORMS, MODELS
 
 DEFAULT_EPOCHS = {"digits": 30, "cifar10": 150, "cifar100": 150}
 DEFAULT_HFLIP = {"digits": False, "cifar10": True, "cifar100": True}

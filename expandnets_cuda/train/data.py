@@ -59,12 +59,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, digits_size: int 
         if data_dir is not None:
             raise ValueError(f"data_dir={data_dir!r}: the digits dataset is embedded and reads no files; "
                              "data_dir applies to cifar10 and cifar100")
-        from .digits import load_digits_dataset
+        from expandnets_cuda.train.digits import load_digits_dataset
         return load_digits_dataset(digits_size)
     if name in ("cifar10", "cifar100"):
         if data_dir is None:
             raise ValueError(f"dataset {name!r} needs data_dir: the path of the 'python version' archive, "
                              "its extracted folder, or a folder holding either (nothing is downloaded)")
-        from .cifar import load_cifar
+        from expandnets_cuda.train.cifar import load_cifar
         return load_cifar(name, data_dir)
     raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")

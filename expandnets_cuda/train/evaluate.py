@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..agreement import agreement
-from ..conversion import contract_model
-from .loader import BatchLoader
+from expandnets_cuda.agreement import agreement
+from expandnets_cuda.conversion import contract_model
+from expandnets_cuda.train.loader import BatchLoader
 
 # ||contracted - expanded|| / ||expanded|| over all test logits. Both run in float32 (the expanded
 # net composes its weights in float32, the contraction in float64), so they agree to ~1e-6.

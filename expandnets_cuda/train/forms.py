@@ -13,9 +13,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from .. import models
-from ..chain_backends import NONLINEAR_BACKENDS
-from ..conversion import EXPANDED_TYPES, expand_model
+from expandnets_cuda import models
+from expandnets_cuda.chain_backends import NONLINEAR_BACKENDS
+from expandnets_cuda.conversion import EXPANDED_TYPES, expand_model
 
 MODELS = {"smallnet3": models.smallnet3, "smallnet7": models.smallnet7,
           "mobilenet_v2_cifar": models.mobilenet_v2_cifar}

@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSplit
+from expandnets_cuda.train.data import ImageSplit
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 

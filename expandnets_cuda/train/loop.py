@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
-from .config import TrainConfig
-from .distill import kd_loss
-from .evaluate import evaluate
-from .forms import Architecture
-from .loader import BatchLoader
-from .report import EpochMetrics, Progress, history_from_rows, plot_curves, write_csv
+from expandnets_cuda.train import checkpoint
+from expandnets_cuda.train.config import TrainConfig
+from expandnets_cuda.train.distill import kd_loss
+from expandnets_cuda.train.evaluate import evaluate
+from expandnets_cuda.train.forms import Architecture
+from expandnets_cuda.train.loader import BatchLoader
+from expandnets_cuda.train.report import EpochMetrics, Progress, history_from_rows, plot_curves, write_csv
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"

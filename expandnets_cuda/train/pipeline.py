@@ -20,15 +20,15 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..conversion import contract_model, init_from_nonlinear
-from . import checkpoint
-from .config import TrainConfig
-from .data import ImageDataset, load_dataset
-from .evaluate import ContractionCheck, contract_and_check
-from .forms import Architecture, build_model
-from .loader import Augmentation, BatchLoader, channel_stats
-from .loop import fit
-from .report import EpochMetrics
+from expandnets_cuda.conversion import contract_model, init_from_nonlinear
+from expandnets_cuda.train import checkpoint
+from expandnets_cuda.train.config import TrainConfig
+from expandnets_cuda.train.data import ImageDataset, load_dataset
+from expandnets_cuda.train.evaluate import ContractionCheck, contract_and_check
+from expandnets_cuda.train.forms import Architecture, build_model
+from expandnets_cuda.train.loader import Augmentation, BatchLoader, channel_stats
+from expandnets_cuda.train.loop import fit
+from expandnets_cuda.train.report import EpochMetrics
 
 COMPACT_MODEL_FILE = "model_compact.pt"
 SUMMARY_FILE = "summary.json"

@@ -3,7 +3,7 @@
 On a GPU they compile for the device; on a CPU they run under the Triton interpreter when
 ``TRITON_INTERPRET=1`` is set before this package is imported (that is how CI tests them).
 """
-from ..backends import TRITON_MISSING_FIX, BackendUnavailableError
+from expandnets_cuda.backends import TRITON_MISSING_FIX, BackendUnavailableError
 
 
 def _require_triton() -> None:
@@ -15,17 +15,17 @@ def _require_triton() -> None:
 
 def load_composer():
     _require_triton()
-    from .composer import load_composer as load
+    from expandnets_cuda.triton_backend.composer import load_composer as load
     return load()
 
 
 def load_convolver():
     _require_triton()
-    from .convolver import load_convolver as load
+    from expandnets_cuda.triton_backend.convolver import load_convolver as load
     return load()
 
 
 def load_chain():
     _require_triton()
-    from .chain_runner import load_chain as load
+    from expandnets_cuda.triton_backend.chain_runner import load_chain as load
     return load()

@@ -8,10 +8,10 @@ from typing import List
 
 import torch
 
-from . import gate_specs as gs
-from . import launch_configs as lc
-from .chain_kernels import chain_bwd_in_kernel, chain_bwd_out_kernel, chain_dgrad1_kernel, chain_fwd_kernel
-from .chain_ops import config_space, dgrad1_blocks
+from expandnets_cuda.triton_backend import gate_specs as gs
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.chain_kernels import chain_bwd_in_kernel, chain_bwd_out_kernel, chain_dgrad1_kernel, chain_fwd_kernel
+from expandnets_cuda.triton_backend.chain_ops import config_space, dgrad1_blocks
 
 _TILES = {
     "chain_fwd_kernel": ("BP", "BK", "BA", "BC", "BO"),

@@ -23,7 +23,7 @@ it all stays 32-bit.
 import triton
 import triton.language as tl
 
-from .offsets import program_ids, widen
+from expandnets_cuda.triton_backend.offsets import program_ids, widen
 
 
 @triton.jit

@@ -20,9 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..chain_geometry import ChainGeometry, check_chain_args, geometry, like_layout  # noqa: F401
-from .offsets import needs_wide_offsets
-from .chain_kernels import chain_bwd_in_kernel, chain_bwd_out_kernel, chain_dgrad1_kernel, chain_fwd_kernel
+from expandnets_cuda.chain_geometry import ChainGeometry, check_chain_args, geometry, like_layout  # noqa: F401
+from expandnets_cuda.triton_backend.offsets import needs_wide_offsets
+from expandnets_cuda.triton_backend.chain_kernels import chain_bwd_in_kernel, chain_bwd_out_kernel, chain_dgrad1_kernel, chain_fwd_kernel
 
 Tensor = torch.Tensor
 

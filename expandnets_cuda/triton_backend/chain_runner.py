@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..backends import BackendUnavailableError
-from . import chain_ops
-from .composer import check_device, interpreter_enabled
-from .convolver import conv2d
+from expandnets_cuda.backends import BackendUnavailableError
+from expandnets_cuda.triton_backend import chain_ops
+from expandnets_cuda.triton_backend.composer import check_device, interpreter_enabled
+from expandnets_cuda.triton_backend.convolver import conv2d
 
 
 def chain(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups, relu, exact):
@@ -16,7 +16,7 @@ def chain(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups, 
 
 
 def load_chain():
-    from ..chain_backends import ChainRunner
+    from expandnets_cuda.chain_backends import ChainRunner
     if not torch.cuda.is_available() and not interpreter_enabled():
         raise BackendUnavailableError(
             "the Triton chain kernels need a CUDA device, none is visible, and the Triton interpreter is off; "

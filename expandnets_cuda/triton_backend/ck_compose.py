@@ -10,7 +10,7 @@ per-tile bodies are `@triton.jit` functions the work-list kernels (ck_worklist.p
 import triton
 import triton.language as tl
 
-from .offsets import program_ids, widen
+from expandnets_cuda.triton_backend.offsets import program_ids, widen
 
 
 @triton.jit

@@ -6,9 +6,9 @@ from typing import Tuple
 import torch
 import triton
 
-from .ck_compose import ck_fold_bwd_earlier_kernel, ck_fold_bwd_later_kernel, ck_fold_fwd_kernel
-from . import launch_configs as lc
-from .offsets import needs_wide_offsets
+from expandnets_cuda.triton_backend.ck_compose import ck_fold_bwd_earlier_kernel, ck_fold_bwd_later_kernel, ck_fold_fwd_kernel
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.offsets import needs_wide_offsets
 
 Tensor = torch.Tensor
 

@@ -13,8 +13,8 @@ Metadata is int64, narrowed to int32 on a narrow launch (``WIDE`` clear), as in 
 import triton
 import triton.language as tl
 
-from .ck_compose import fold_bwd_earlier_tile, fold_bwd_later_tile, fold_fwd_tile
-from .cl_worklist import UNIT_FIELDS, _entry, _int64_pointer, _item, _offset, _param  # noqa: F401
+from expandnets_cuda.triton_backend.ck_compose import fold_bwd_earlier_tile, fold_bwd_later_tile, fold_fwd_tile
+from expandnets_cuda.triton_backend.cl_worklist import UNIT_FIELDS, _entry, _int64_pointer, _item, _offset, _param  # noqa: F401
 
 # Unit record: O, C, I, A, A2, B, B2 (L (O, C, A, A2), E (C, I, B, B2)), then element offsets of
 # the unit's K, d later, d earlier in their flat buffers. Table row: later, earlier, grad.

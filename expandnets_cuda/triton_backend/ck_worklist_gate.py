@@ -10,10 +10,10 @@ from typing import List
 
 import torch
 
-from . import gate_specs as gs
-from . import launch_configs as lc
-from .ck_worklist import ck_many_fold_bwd_earlier_kernel, ck_many_fold_bwd_later_kernel, ck_many_fold_fwd_kernel
-from .ck_worklist_ops import launches_for
+from expandnets_cuda.triton_backend import gate_specs as gs
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.ck_worklist import ck_many_fold_bwd_earlier_kernel, ck_many_fold_bwd_later_kernel, ck_many_fold_fwd_kernel
+from expandnets_cuda.triton_backend.ck_worklist_ops import launches_for
 
 _ROLE = {"ck_many_fold_fwd_kernel": "fwd", "ck_many_fold_bwd_later_kernel": "bwd_later",
          "ck_many_fold_bwd_earlier_kernel": "bwd_earlier"}

@@ -25,11 +25,11 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import triton
 
-from .. import caches, ck_many
-from . import ck_worklist as kernels
-from . import cl_worklist_ops
-from . import launch_configs as lc
-from . import offsets
+from expandnets_cuda import caches, ck_many
+from expandnets_cuda.triton_backend import ck_worklist as kernels
+from expandnets_cuda.triton_backend import cl_worklist_ops
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend import offsets
 
 Tensor = torch.Tensor
 FoldShape = Tuple[int, int, int, int, int, int, int]  # O, C, I, A, A2, B, B2

@@ -11,7 +11,7 @@ weight-sized, so exactness costs nothing measurable.
 import triton
 import triton.language as tl
 
-from .offsets import program_ids, widen
+from expandnets_cuda.triton_backend.offsets import program_ids, widen
 
 
 @triton.jit

@@ -10,10 +10,10 @@ from typing import Tuple
 import torch
 import triton
 
-from . import launch_configs as lc
-from .cl_compose import (cl_bias_fold_kernel, cl_compose_bwd_w1_kernel, cl_compose_bwd_w2_kernel,
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.cl_compose import (cl_bias_fold_kernel, cl_compose_bwd_w1_kernel, cl_compose_bwd_w2_kernel,
                          cl_compose_bwd_w3_kernel, cl_compose_fwd_kernel)
-from .offsets import needs_wide_offsets
+from expandnets_cuda.triton_backend.offsets import needs_wide_offsets
 
 Tensor = torch.Tensor
 

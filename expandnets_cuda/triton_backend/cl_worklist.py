@@ -18,8 +18,8 @@ which types every pointer by the weight dtype, compiles the same code that runs.
 import triton
 import triton.language as tl
 
-from .cl_compose import _grad_times_w1t, bias_fold_tile, bwd_w1_tile, fwd_tile
-from .offsets import widen
+from expandnets_cuda.triton_backend.cl_compose import _grad_times_w1t, bias_fold_tile, bwd_w1_tile, fwd_tile
+from expandnets_cuda.triton_backend.offsets import widen
 
 # Record layouts shared with cl_worklist_ops (a module constant a @triton.jit function may read).
 UNIT_FIELDS = tl.constexpr(16)  # G, A, I, C, O, T, then element offsets: W, b, W1, W2, W3, b1, b2

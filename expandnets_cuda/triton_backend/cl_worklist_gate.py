@@ -10,11 +10,11 @@ from typing import List
 
 import torch
 
-from . import gate_specs as gs
-from . import launch_configs as lc
-from .cl_worklist import (cl_many_bias_bwd_kernel, cl_many_bias_kernel, cl_many_bwd_w1_kernel,
+from expandnets_cuda.triton_backend import gate_specs as gs
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.cl_worklist import (cl_many_bias_bwd_kernel, cl_many_bias_kernel, cl_many_bwd_w1_kernel,
                           cl_many_bwd_w2_kernel, cl_many_bwd_w3_kernel, cl_many_fwd_kernel)
-from .cl_worklist_ops import launches_for
+from expandnets_cuda.triton_backend.cl_worklist_ops import launches_for
 
 _ROLE = {"cl_many_fwd_kernel": "fwd", "cl_many_bias_kernel": "bias", "cl_many_bwd_w1_kernel": "bwd_w1",
          "cl_many_bwd_w2_kernel": "bwd_w2", "cl_many_bwd_w3_kernel": "bwd_w3", "cl_many_bias_bwd_kernel": "bias_bwd"}

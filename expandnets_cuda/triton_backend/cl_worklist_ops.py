@@ -29,10 +29,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import triton
 
-from .. import caches
-from . import cl_worklist as kernels
-from . import launch_configs as lc
-from . import offsets
+from expandnets_cuda import caches
+from expandnets_cuda.triton_backend import cl_worklist as kernels
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend import offsets
 
 Tensor = torch.Tensor
 Shape = Tuple[int, int, int, int, int, int]  # G, A, I, C, O, T

@@ -5,9 +5,9 @@ import os
 
 import torch
 
-from .. import composition
-from ..backends import BackendUnavailableError, Composer
-from . import ck_ops, ck_worklist_ops, cl_ops, cl_worklist_ops
+from expandnets_cuda import composition
+from expandnets_cuda.backends import BackendUnavailableError, Composer
+from expandnets_cuda.triton_backend import ck_ops, ck_worklist_ops, cl_ops, cl_worklist_ops
 
 
 def interpreter_enabled() -> bool:

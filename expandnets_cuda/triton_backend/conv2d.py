@@ -15,8 +15,8 @@ Tensors are read and written through their strides, so NCHW and channels_last ne
 import triton
 import triton.language as tl
 
-from . import launch_configs as lc
-from .offsets import program_ids, widen
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.offsets import program_ids, widen
 
 # The autotuners' key: the problem shape (dtypes are added by Triton).
 GEMM_KEY = ["N", "H", "W", "P", "Q", "KH", "KW", "SH", "SW", "CG", "OG"]

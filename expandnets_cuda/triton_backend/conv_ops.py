@@ -7,10 +7,10 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 
-from . import launch_configs as lc
-from .conv2d import (conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel, depthwise_dgrad_kernel,
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.conv2d import (conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel, depthwise_dgrad_kernel,
                      depthwise_fwd_kernel, depthwise_wgrad_kernel)
-from .offsets import needs_wide_offsets
+from expandnets_cuda.triton_backend.offsets import needs_wide_offsets
 
 Tensor = torch.Tensor
 

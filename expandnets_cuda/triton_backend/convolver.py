@@ -3,10 +3,10 @@ the hand-written implicit-GEMM and depthwise kernels."""
 from __future__ import annotations
 
 
-from ..backends import Convolver
-from ..kernel_convolver import autocast_inputs, exact_fp32, linear_as_conv1x1
-from . import conv_ops
-from .composer import check_device
+from expandnets_cuda.backends import Convolver
+from expandnets_cuda.kernel_convolver import autocast_inputs, exact_fp32, linear_as_conv1x1
+from expandnets_cuda.triton_backend import conv_ops
+from expandnets_cuda.triton_backend.composer import check_device
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups):

@@ -13,11 +13,11 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 
-from . import launch_configs as lc
-from .ck_compose import ck_fold_bwd_earlier_kernel, ck_fold_bwd_later_kernel, ck_fold_fwd_kernel
-from .cl_compose import (cl_bias_fold_kernel, cl_compose_bwd_w1_kernel, cl_compose_bwd_w2_kernel,
+from expandnets_cuda.triton_backend import launch_configs as lc
+from expandnets_cuda.triton_backend.ck_compose import ck_fold_bwd_earlier_kernel, ck_fold_bwd_later_kernel, ck_fold_fwd_kernel
+from expandnets_cuda.triton_backend.cl_compose import (cl_bias_fold_kernel, cl_compose_bwd_w1_kernel, cl_compose_bwd_w2_kernel,
                          cl_compose_bwd_w3_kernel, cl_compose_fwd_kernel)
-from .conv2d import (conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel, depthwise_dgrad_kernel,
+from expandnets_cuda.triton_backend.conv2d import (conv2d_dgrad_kernel, conv2d_fwd_kernel, conv2d_wgrad_kernel, depthwise_dgrad_kernel,
                      depthwise_fwd_kernel, depthwise_wgrad_kernel)
 
 Modes = Dict[str, Tuple]
