@@ -171,7 +171,7 @@ setup(
         "expandnets-bench = expandnets_cuda._cli:bench",
         "expandnets-train = expandnets_cuda.train.__main__:main",
         "expandnets-info = expandnets_cuda.info:main",
-        "expandnets-export = expandnets_cuda.export:main",
+        "expandnets-export = expandnets_cuda.deploy.export:main",
     ]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -1,7 +1,7 @@
 """INT8 after contraction, measured: SmallNet k=3 trained on the digits compact and as ExpandNets,
 each exported (the ExpandNets contracted), quantized by onnxruntime (static, per channel and per
 tensor), and the test accuracy of float vs INT8 side by side, with how hard each network's
-weights are to quantize (``expandnets_cuda.quantize.weight_ranges``).
+weights are to quantize (``expandnets_cuda.deploy.quantize.weight_ranges``).
 
     python -m bench.int8                          # compact, CL, CL+FC at r=4; 30 epochs each (~3 min on 2 cores)
     python -m bench.int8 --forms compact,cl --epochs 10 --seeds 0,1
@@ -21,8 +21,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from expandnets_cuda import export as ex  # noqa: E402
-from expandnets_cuda.quantize import quantize_onnx, weight_ranges  # noqa: E402
+from expandnets_cuda.deploy import export as ex  # noqa: E402
+from expandnets_cuda.deploy.quantize import quantize_onnx, weight_ranges  # noqa: E402
 from expandnets_cuda.train.data import load_dataset  # noqa: E402
 from expandnets_cuda.train.pipeline import run  # noqa: E402
 

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from expandnets_cuda import backends  # noqa: E402
+from expandnets_cuda.backends import registry as backends  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
 from expandnets_cuda.reference import ConvUnitSpec, build_conv_layers, layer_params  # noqa: E402
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import expandnets_cuda as ec
-from expandnets_cuda import chain_backends
+from expandnets_cuda.backends import registry
 
 from .cases import LayerCase, layer_cases
 from .layers import MODES, timed_rows
@@ -24,7 +24,7 @@ from .layers import MODES, timed_rows
 
 def chain_backends_on(device: torch.device) -> List[str]:
     """The chain backends that run natively on ``device`` (none on a CPU: the interpreter is for tests)."""
-    return [runner.name for runner in chain_backends.candidates(device)] if torch.device(device).type == "cuda" else []
+    return [runner.name for runner in registry.chain_candidates(device)] if torch.device(device).type == "cuda" else []
 
 
 def nonlinear_modules(case: LayerCase, strategy: str, rate: float, backends: Sequence[str], device,

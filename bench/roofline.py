@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import expandnets_cuda as ec
-from expandnets_cuda import composition_products as products
+from expandnets_cuda.compose import products
 from expandnets_cuda.timing import call_seconds
 
 PHASES = ("compose_forward", "compose_backward", "optimizer")

@@ -139,13 +139,13 @@ def network_forms(forms: List[str], strategies: List[str]) -> List[str]:
 def _gpu_backends_assumed() -> List[str]:
     """Every composer+convolver pair the registry knows (torch first), as a GPU with every backend
     built runs them: what ``--plan`` counts for a CUDA device that is not here."""
-    names = [n for n in ec.backends.backend_names() if n != ec.backends.REFERENCE]
+    names = [n for n in ec.backends.registry.backend_names() if n != ec.backends.registry.REFERENCE]
     pairs = []
     for composer in names:
         for convolver in names:
             name = composer if composer == convolver else f"{composer}+{convolver}"
             try:
-                ec.backends.check_backend_name(name)
+                ec.backends.registry.check_backend_name(name)
             except ValueError:
                 continue
             pairs.append(name)
@@ -214,7 +214,7 @@ def main(argv=None) -> dict:
     layer_peers = _csv(args.layer_peers) if args.layer_peers is not None else list(cfg["layer_peers"])
     compile_rates = ([float(r) for r in _csv(args.compile_rates)] if args.compile_rates is not None
                      else list(cfg["compile_rates"] or rates))
-    available = ([pair.name for pair in ec.backends.candidate_pairs(device)]  # the fused pairs that run here
+    available = ([pair.name for pair in ec.backends.registry.candidate_pairs(device)]  # the fused pairs that run here
                  if not planning_for_absent_gpu else _gpu_backends_assumed())
     backends = _csv(args.backends) if args.backends else available + ["auto"]
     cases = []

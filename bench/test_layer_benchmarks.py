@@ -22,7 +22,7 @@ RATES = [float(r) for r in os.environ.get("BENCH_RATES", "4").split(",")]
 MODELS = os.environ.get("BENCH_MODELS", "smallnet7").split(",")
 CASES = [(case, strategy, rate) for model in MODELS for case in layer_cases(model)
          for strategy in case.strategies(["cl", "ck"]) for rate in RATES]
-IMPLS = ["compact", "reference"] + [pair.name for pair in ec.backends.candidate_pairs(DEVICE)]
+IMPLS = ["compact", "reference"] + [pair.name for pair in ec.backends.registry.candidate_pairs(DEVICE)]
 
 
 def _module(case, strategy, rate, impl):

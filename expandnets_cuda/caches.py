@@ -15,7 +15,7 @@ autotune._FOUND                                (device type, nonlinear)         
 backends._LOADED / _CHAINS, chain_backends     backend name                                registered names
 backends._KERNEL_MODE                          id of the triton_backend package            1
 composition_products._PLANS                    CL unit shape (i, a, c, o, taps)            PLAN_CACHE_SIZE
-ck_many._BIAS_PLANS                            CK unit shapes of a network, device         BIAS_PLAN_CACHE_SIZE
+ck_network._BIAS_PLANS                            CK unit shapes of a network, device         BIAS_PLAN_CACHE_SIZE
 triton cl_worklist_ops._WORK_LISTS             unit shapes of a network, dtype, device     WORK_LIST_CACHE_SIZE
 triton ck_worklist_ops._WORK_LISTS             fold shapes of a network, dtype, device     WORK_LIST_CACHE_SIZE
 triton cl_worklist_ops._TABLES                 parameter addresses, device                 TABLE_CACHE_SIZE (LRU)
@@ -58,13 +58,13 @@ def sizes() -> Dict[str, int]:
     """Entries in each in-process cache of the modules imported so far (nothing is imported here)."""
     out: Dict[str, int] = {}
     named = {
-        "autotune": ("_MEMORY", "_FOUND"),
-        "backends": ("_LOADED", "_CHAINS", "_KERNEL_MODE"),
-        "chain_backends": ("_LOADED",),
-        "composition_products": ("_PLANS",),
-        "ck_many": ("_BIAS_PLANS", "_PINNED_BIAS_PLANS"),
-        "triton_backend.cl_worklist_ops": ("_WORK_LISTS", "_PINNED_WORK_LISTS", "_TABLES", "_CAPTURED_TABLES"),
-        "triton_backend.ck_worklist_ops": ("_WORK_LISTS", "_PINNED_WORK_LISTS"),
+        "backends.auto": ("_MEMORY", "_FOUND"),
+        "backends.registry": ("_LOADED", "_CHAINS"),
+        "backends.triton_mode": ("_KERNEL_MODE",),
+        "compose.products": ("_PLANS",),
+        "compose.ck_network": ("_BIAS_PLANS", "_PINNED_BIAS_PLANS"),
+        "kernels.triton.cl_worklist_ops": ("_WORK_LISTS", "_PINNED_WORK_LISTS", "_TABLES", "_CAPTURED_TABLES"),
+        "kernels.triton.ck_worklist_ops": ("_WORK_LISTS", "_PINNED_WORK_LISTS"),
     }
     package = __name__.rpartition(".")[0]
     for module_name, attributes in named.items():
@@ -77,11 +77,11 @@ def sizes() -> Dict[str, int]:
 def bounds() -> Dict[str, int]:
     """The bound of each cache ``sizes()`` reports that has one (read now: tests may lower them)."""
     this = sys.modules[__name__]
-    out = {"autotune._FOUND": 4,
-           "composition_products._PLANS": this.PLAN_CACHE_SIZE,
-           "ck_many._BIAS_PLANS": this.BIAS_PLAN_CACHE_SIZE,
-           "triton_backend.cl_worklist_ops._WORK_LISTS": this.WORK_LIST_CACHE_SIZE,
-           "triton_backend.ck_worklist_ops._WORK_LISTS": this.WORK_LIST_CACHE_SIZE}
-    cl_ops = sys.modules.get(__name__.rpartition(".")[0] + ".triton_backend.cl_worklist_ops")
-    out["triton_backend.cl_worklist_ops._TABLES"] = cl_ops.TABLE_CACHE_SIZE if cl_ops is not None else 256
+    out = {"backends.auto._FOUND": 4,
+           "compose.products._PLANS": this.PLAN_CACHE_SIZE,
+           "compose.ck_network._BIAS_PLANS": this.BIAS_PLAN_CACHE_SIZE,
+           "kernels.triton.cl_worklist_ops._WORK_LISTS": this.WORK_LIST_CACHE_SIZE,
+           "kernels.triton.ck_worklist_ops._WORK_LISTS": this.WORK_LIST_CACHE_SIZE}
+    cl_ops = sys.modules.get(__name__.rpartition(".")[0] + ".kernels.triton.cl_worklist_ops")
+    out["kernels.triton.cl_worklist_ops._TABLES"] = cl_ops.TABLE_CACHE_SIZE if cl_ops is not None else 256
     return out

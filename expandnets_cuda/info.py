@@ -17,7 +17,10 @@ from typing import List, Optional
 
 import torch
 
-from expandnets_cuda import __version__, autotune, backends
+from expandnets_cuda import __version__
+from expandnets_cuda.backends import auto as autotune
+from expandnets_cuda.backends import triton_mode
+from expandnets_cuda.backends.report import available_backends
 
 BUILD_INFO = pathlib.Path(__file__).with_name("_build_info.json")
 
@@ -61,12 +64,12 @@ def extension() -> dict:
 
 
 def triton_interpreter() -> dict:
-    return {"TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "on": backends.triton_interpreter_setting(),
-            "kernels": backends.triton_kernel_mode() or "not imported yet"}
+    return {"TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "on": triton_mode.interpreter_setting(),
+            "kernels": triton_mode.kernel_mode() or "not imported yet"}
 
 
 def collect() -> dict:
-    report = backends.available_backends()
+    report = available_backends()
     return {"versions": versions(), "devices": devices(), "cuda_extension": extension(),
             "triton_interpreter": triton_interpreter(),
             "auto_cache": {"path": str(autotune.cache_path()), "exists": autotune.cache_path().exists()},

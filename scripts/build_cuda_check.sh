@@ -3,7 +3,7 @@
 # sm_80 and sm_90, treating any warning in project code as an error, the way CI checks kernels.
 # One line per file, then a summary; exits non-zero if any file fails. Objects go to a temp dir.
 # ptxas reports every kernel's registers, spills and stack frame (-Xptxas -v); the gate
-# scripts/cuda_ptxas_gate.py reads those logs, prints the table, writes build/cuda_ptxas_gate.json
+# tools/cuda_ptxas_gate.py reads those logs, prints the table, writes build/cuda_ptxas_gate.json
 # and fails on any spill or stack frame.
 #   bash scripts/build_cuda_check.sh           compile everything (NVCC=..., JOBS=... override)
 #   bash scripts/build_cuda_check.sh --list    print the files it would compile, and stop
@@ -71,4 +71,4 @@ for src in "${SOURCES[@]}"; do
 done
 echo "build_cuda_check: $(( ${#SOURCES[@]} - failed ))/${#SOURCES[@]} files compiled for sm_80+sm_90 without warnings, $failed failed, $((SECONDS - start)) s ($JOBS jobs, $("$NVCC" --version | grep -o 'release [0-9.]*'))"
 [[ $failed -eq 0 ]] || exit 1
-${PYTHON:-python3} scripts/cuda_ptxas_gate.py --logs "$OUT_DIR"
+${PYTHON:-python3} tools/cuda_ptxas_gate.py --logs "$OUT_DIR"

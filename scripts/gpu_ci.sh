@@ -30,7 +30,7 @@ step() {  # step NAME COMMAND...: runs COMMAND with its output in $OUT/NAME.log
 step environment "$PYTHON" -c "import sys, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda); \
 ok = torch.cuda.is_available(); print(torch.cuda.get_device_name() if ok else 'no CUDA device'); sys.exit(0 if ok else 1)"
 step build "$PYTHON" setup.py build_ext --inplace
-step load "$PYTHON" -c "import expandnets_cuda.cuda_backend as cb; reason = cb.unavailable_reason(); \
+step load "$PYTHON" -c "import expandnets_cuda.kernels.cuda as cb; reason = cb.unavailable_reason(); \
 assert reason is None, reason; cb.load_composer(); cb.load_convolver(); print('cuda backend loads')"
 
 PYTEST=("$PYTHON" -m pytest -q -p no:cacheprovider -rs)

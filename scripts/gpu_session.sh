@@ -73,9 +73,9 @@ dry_run() {
   local t0=$SECONDS
   step build env MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PYTHON" setup.py build_ext --inplace
   local build_s=${BUILD_SECONDS:-$((SECONDS - t0))}  # a cold build's time, where the caller measured one
-  step load "$PYTHON" -c "import expandnets_cuda._C; from expandnets_cuda.cuda_backend import schemas, chain_ops, \
+  step load "$PYTHON" -c "import expandnets_cuda._C; from expandnets_cuda.kernels.cuda import schemas, chain_ops, \
 compose_ops, conv_ops, worklist_ops, ck_worklist_ops; bad = schemas.mismatches(); assert not bad, bad; \
-print('expandnets_cuda._C loads:', len(schemas.registered()), 'ops, as cuda_backend/schemas.py expects')"
+print('expandnets_cuda._C loads:', len(schemas.registered()), 'ops, as kernels/cuda/schemas.py expects')"
   step collect_gpu_tests "$PYTHON" -m pytest --collect-only -q -p no:cacheprovider -m gpu tests
   local gpu_tests
   gpu_tests=$(grep -Eo '^[0-9]+(/[0-9]+)? tests? (collected|selected)' "$OUT/collect_gpu_tests.log" | grep -Eo '^[0-9]+' | tail -n 1)

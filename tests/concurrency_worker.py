@@ -29,7 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import expandnets_cuda as ec  # noqa: E402
-from expandnets_cuda import autotune, backends  # noqa: E402
+from expandnets_cuda.backends import auto as autotune  # noqa: E402
+from expandnets_cuda.backends import registry as backends  # noqa: E402
 
 SLOW_SECONDS = 0.002
 

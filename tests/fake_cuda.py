@@ -26,7 +26,8 @@ from torch import nn
 from torch._subclasses import fake_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from expandnets_cuda import autotune, backends, chain_backends
+from expandnets_cuda.backends import auto as autotune
+from expandnets_cuda.backends import registry as backends
 
 DEVICE = torch.device("cuda:0")
 PACKAGE = "expandnets_cuda"
@@ -76,7 +77,7 @@ def fake_cuda():
         return caller.startswith((PACKAGE, "torch.cuda.amp.common")) or real_is_available()
 
     # What the registry loads while it believes in the GPU must not outlive that belief.
-    caches = (backends._LOADED, backends._CHAINS, chain_backends._LOADED, autotune._FOUND)
+    caches = (backends._LOADED, backends._CHAINS, autotune._FOUND)
     saved = [dict(cache) for cache in caches]
     try:
         with mock.patch("torch.cuda.is_available", is_available), \

@@ -55,7 +55,7 @@ def native_backends(device_type: str = "cpu"):
     """Available fused backends that run natively on ``device_type`` (no Triton interpreter),
     plus ``auto``; the interpreted Triton kernels have their own, smaller test file."""
     import expandnets_cuda as ec
-    return ["reference"] + [pair.name for pair in ec.backends.candidate_pairs(torch.device(device_type))] + ["auto"]
+    return ["reference"] + [pair.name for pair in ec.backends.registry.candidate_pairs(torch.device(device_type))] + ["auto"]
 
 
 # Convolution-kernel cases shared by the Triton and CUDA backend tests (small enough for the

@@ -19,7 +19,7 @@ few steps, then is released and replaced by a new one of another kind and shape:
 * units alone: ``FusedExpandConv2d`` with strategy CL (grouped, strided, dilated, padding modes)
   or CK (5x5/7x7), ``FusedExpandLinear`` (FC);
 * small networks (conv, BN, ReLU, pooling, linear) through ``expand_model`` (CL or CK, FC on),
-  whose ``NetworkComposer`` composes every unit per step;
+  whose ``NetworkComposition`` composes every unit per step;
 
 in float32, float64 or bfloat16, on backend ``torch`` or ``auto``; and a few tiny networks on
 backend ``triton`` (under the Triton interpreter on a CPU: a step costs a second or so, so they
@@ -40,7 +40,7 @@ Checks (any failure is listed and the exit status is 1):
   constructed model loaded with the live one's ``state_dict`` gives bit-for-bit the same output
   and the same gradients of every parameter (and of the input), in the live model's mode. The
   fresh model first runs one forward under ``torch.no_grad`` (evaluation mode: BN statistics
-  untouched), as the live one has: a network composes its units together (``NetworkComposer``)
+  untouched), as the live one has: a network composes its units together (``NetworkComposition``)
   from its second forward on, alone on its first, and the two round differently.
 
 The summary (steps, models by kind/backend/dtype, RSS start/peak/end and growth, cache sizes at
@@ -86,10 +86,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # Bounds of the caches that are not keyed by shapes (so have no bound constant of their own):
 # registered backend names, one kernel mode, no CUDA-graph capture on a CPU, and no measurement
 # where only one pair runs (a CPU: auto takes the torch pair without measuring).
-FIXED_BOUNDS = {"backends._LOADED": 16, "backends._CHAINS": 2, "chain_backends._LOADED": 2,
-                "backends._KERNEL_MODE": 1, "triton_backend.cl_worklist_ops._CAPTURED_TABLES": 0,
-                "ck_many._PINNED_BIAS_PLANS": 0, "triton_backend.cl_worklist_ops._PINNED_WORK_LISTS": 0,
-                "triton_backend.ck_worklist_ops._PINNED_WORK_LISTS": 0}
+FIXED_BOUNDS = {"backends.registry._LOADED": 16, "backends.registry._CHAINS": 2,
+                "backends.triton_mode._KERNEL_MODE": 1, "kernels.triton.cl_worklist_ops._CAPTURED_TABLES": 0,
+                "compose.ck_network._PINNED_BIAS_PLANS": 0, "kernels.triton.cl_worklist_ops._PINNED_WORK_LISTS": 0,
+                "kernels.triton.ck_worklist_ops._PINNED_WORK_LISTS": 0}
 
 
 def rss_bytes() -> int:
@@ -251,12 +251,12 @@ def _run(steps, seed, check_every, checkpoint, triton_models, cache_bound, rss_g
     lower_cache_bounds(cache_bound)
     use_triton = triton_available() and triton_models != 0
     if use_triton:  # its caches exist from the start, with their bounds lowered too
-        from expandnets_cuda.triton_backend import cl_worklist_ops
+        from expandnets_cuda.kernels.triton import cl_worklist_ops
         cl_worklist_ops.TABLE_CACHE_SIZE = 2 * cache_bound
     n_triton = (2 + steps // 100 if triton_models is None else triton_models) if use_triton else 0
     # The first in the warm-up (the interpreter's import lands there), the others spread out.
     # Two steps each: a forward under no_grad (which picks each unit's composer), then a training
-    # step, which composes the whole network at once (cl_many/ck_many: the work-list caches).
+    # step, which composes the whole network at once (cl_network/ck_network: the work-list caches).
     triton_at = sorted({1 + 2 * ((i * (steps - 3)) // max(2 * n_triton, 1)) for i in range(n_triton)}) if n_triton else []
 
     violations, models = [], collections.Counter()

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import expandnets_cuda as ec
 import python_ref as pr
-from expandnets_cuda import autotune, backends
+from expandnets_cuda.backends import auto as autotune
+from expandnets_cuda.backends import registry as backends
 from helpers import REL_TOL, compare_units, twin
 
 

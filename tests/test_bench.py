@@ -268,7 +268,7 @@ def test_roofline_work_of_a_unit_by_hand():
     parameters and write the composed weight (forward), read it and write every gradient (backward);
     SGD momentum moves 5 float32 passes over the parameters the expansion adds."""
     from bench import roofline
-    from expandnets_cuda import composition_products as products
+    from expandnets_cuda.compose import products
     compact = nn.Sequential(nn.Conv2d(4, 6, 3))
     fused = ec.expand_model(compact, "cl", 2, backend="torch")
     (unit,) = roofline.fused_units(fused)
@@ -291,7 +291,7 @@ def test_composition_macs_follow_the_cost_model(strategy):
     """CL: the cheaper forward order + the chosen backward plan per group; CK: every fold forward,
     the partials again and two GEMMs per fold backward (counted by hand for a 5x5 -> two 3x3)."""
     from bench import step_profile
-    from expandnets_cuda import composition_products as products
+    from expandnets_cuda.compose import products
     unit = ec.FusedExpandConv2d(4, 6, 5, padding=2, strategy=strategy, rate=2, backend="torch")
     macs = step_profile.composition_macs(unit)
     if strategy == "cl":

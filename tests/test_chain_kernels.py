@@ -11,7 +11,7 @@ import python_ref as pr
 from helpers import REL_TOL, assert_rel_close, compare_units, twin
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
-from expandnets_cuda.triton_backend import chain_ops  # noqa: E402  (after the interpreter switch)
+from expandnets_cuda.kernels.triton import chain_ops  # noqa: E402  (after the interpreter switch)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F64 = torch.float64
@@ -49,7 +49,7 @@ def test_conv_unit_matches_reference_float64(case, nonlinear):
     backend = "triton" if nonlinear else "triton-chain"  # a nonlinear unit's "triton" is its chain
     fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, nonlinear=nonlinear, dtype=F64,
                      device=DEVICE, backend=backend)
-    assert isinstance(fast._resolve(torch.empty(0, device=DEVICE)), ec.chain_backends.ChainRunner)
+    assert isinstance(fast._resolve(torch.empty(0, device=DEVICE)), ec.backends.ChainRunner)
     x = torch.randn(shape, dtype=F64, device=DEVICE)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -105,7 +105,7 @@ def _op_args(groups=1, has_l3=True, k1=1, dtype=F64):
 @pytest.mark.parametrize("case", ["cl_grouped_nobias", "ck5_stride2_bias"])
 def test_wide_offsets_path(case, monkeypatch):
     """The 64-bit index path (WIDE, taken for tensors near 2^31 elements) computes the same."""
-    from expandnets_cuda.triton_backend import offsets
+    from expandnets_cuda.kernels.triton import offsets
     monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 0)  # every launch wide
     kwargs, shape, channels_last = CONV_CASES[case]
     fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, nonlinear=True, dtype=F64, device=DEVICE,
@@ -222,16 +222,16 @@ def test_auto_picks_chain_runners(monkeypatch, tmp_path):
     """``auto``: a nonlinear unit takes the chain runner where one runs (else the unfused chain);
     a linear unit measures the chain runner beside the composed pairs."""
     monkeypatch.setenv("EXPANDNETS_CACHE_DIR", str(tmp_path))
-    runner = ec.chain_backends.load("triton-chain")
+    runner = ec.backends.registry.load_chain("triton-chain")
     kwargs = dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, rate=2, dtype=F64, device=DEVICE)
     x = torch.randn(1, 2, 3, 3, dtype=F64, device=DEVICE)
-    monkeypatch.setattr(ec.chain_backends, "candidates", lambda device=None: [])
-    assert ec.FusedExpandConv2d(**kwargs, nonlinear=True)._resolve(x) == ec.backends.REFERENCE
-    monkeypatch.setattr(ec.chain_backends, "candidates", lambda device=None: [runner])
+    monkeypatch.setattr(ec.backends.registry, "chain_candidates", lambda device=None: [])
+    assert ec.FusedExpandConv2d(**kwargs, nonlinear=True)._resolve(x) == ec.backends.registry.REFERENCE
+    monkeypatch.setattr(ec.backends.registry, "chain_candidates", lambda device=None: [runner])
     assert ec.FusedExpandConv2d(**kwargs, nonlinear=True)._resolve(x) is runner
     fast, ref = twin(ec.FusedExpandConv2d, pr.ExpandedConv2d, **kwargs, backend="auto")
     chosen = fast._resolve(x)
-    times = next(iter(ec.autotune.cached_choices().values()))["times_ms"]
+    times = next(iter(ec.backends.auto.cached_choices().values()))["times_ms"]
     assert set(times) == {"torch", "triton-chain"} and chosen.name == min(times, key=times.get)
     compare_units(fast, ref, x, REL_TOL[F64], "auto")
 

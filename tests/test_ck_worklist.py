@@ -1,5 +1,5 @@
-"""The CK work list (``ck_many``): every CK unit of a network composed level by level, by one
-fold call per level for all units, against ``composition.compose_ck`` per unit in float64
+"""The CK work list (``ck_network``): every CK unit of a network composed level by level, by one
+fold call per level for all units, against ``compose_ck`` per unit in float64
 (outputs and the gradient of every weight and bias).
 
 The first tests run the torch reference folds (``TORCH_FOLDS_MANY``, no Triton). The rest run
@@ -11,8 +11,9 @@ import torch
 
 import expandnets_cuda as ec
 from bench.launches import DispatchCounter
-from expandnets_cuda import ck_many, composition
-from expandnets_cuda import composition_products as products
+from expandnets_cuda.compose import ck_network as ck_network
+from expandnets_cuda.compose.ck import compose_ck
+from expandnets_cuda.compose import products
 from helpers import capture_in_cuda_graph, random_ck_unit, record_launches
 from helpers import ck_unit_tensors as _parameters, flat_composed as _flat
 from test_network_composition import NoHostSync, triton_added_launches
@@ -24,9 +25,9 @@ def make_unit(channels, bias, taps=None, dtype=torch.float64):
     return random_ck_unit(channels, bias, taps, dtype, DEVICE)
 
 
-def assert_matches_compose_ck(units, compose_many, tol=1e-12):
-    got = compose_many(units)
-    want = [composition.compose_ck(weights, biases) for weights, biases in units]
+def assert_matches_compose_ck(units, compose_network, tol=1e-12):
+    got = compose_network(units)
+    want = [compose_ck(weights, biases) for weights, biases in units]
     assert all((b is None) == (biases is None) for (_, b), (_, biases) in zip(got, units))
     outs, refs = _flat(got), _flat(want)
     for k, (out, ref) in enumerate(zip(outs, refs)):
@@ -46,31 +47,31 @@ TORCH_UNITS = [(3, 2, 4), (1, 5, 2, 3, 6), (6, 2, 1, 7), (2, 6, 6, 1), (7, 7, 1)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_torch_folds_many_match_compose_ck_per_unit(bias):
+def test_torch_folds_network_match_compose_ck_per_unit(bias):
     units = [make_unit(channels, bias) for channels in TORCH_UNITS]
     orders = {products.ck_folds_left_first(weights) for weights, _ in units}
     assert orders == {True, False}  # both fold orders covered
-    assert_matches_compose_ck(units, ck_many.compose_ck_many)
+    assert_matches_compose_ck(units, ck_network.compose_ck_network)
 
 
-def test_torch_folds_many_with_unequal_taps_and_double_backward():
+def test_torch_folds_network_with_unequal_taps_and_double_backward():
     units = [make_unit((2, 3, 1), True, taps=[(1, 2), (3, 1)]), make_unit((1, 2, 2, 2), True)]
-    assert_matches_compose_ck(units, ck_many.compose_ck_many)
+    assert_matches_compose_ck(units, ck_network.compose_ck_network)
     small = [make_unit((1, 2, 1), True, taps=[(2, 1), (1, 2)])]
     params = _parameters(small)
 
     def composed(*flat):
         weights, biases = list(flat[:2]), list(flat[2:])
-        return tuple(_flat(ck_many.compose_ck_many([(weights, biases)])))
+        return tuple(_flat(ck_network.compose_ck_network([(weights, biases)])))
     assert torch.autograd.gradgradcheck(composed, tuple(params))
 
 
 def test_units_must_all_have_biases_or_none_and_two_kernels():
     with pytest.raises(ValueError, match="biases"):
-        ck_many.compose_ck_many([make_unit((1, 2, 1), True), make_unit((1, 2, 1), False)])
+        ck_network.compose_ck_network([make_unit((1, 2, 1), True), make_unit((1, 2, 1), False)])
     with pytest.raises(ValueError, match="two kernels"):
-        ck_many.compose_ck_many([make_unit((1, 2), False)])
-    assert ck_many.compose_ck_many([]) == []
+        ck_network.compose_ck_network([make_unit((1, 2), False)])
+    assert ck_network.compose_ck_network([]) == []
 
 
 def test_one_fold_call_per_level_whatever_the_number_of_units():
@@ -81,13 +82,13 @@ def test_one_fold_call_per_level_whatever_the_number_of_units():
             calls.append(name)
             return fn(*args)
         return call
-    folds = ck_many.FoldsMany(counted(ck_many.TORCH_FOLDS_MANY.forward, "fwd"),
-                              counted(ck_many.TORCH_FOLDS_MANY.backward, "bwd"))
+    folds = ck_network.NetworkFolds(counted(ck_network.TORCH_FOLDS_MANY.forward, "fwd"),
+                              counted(ck_network.TORCH_FOLDS_MANY.backward, "bwd"))
     for n in (2, 5):
         units = [make_unit(channels, True) for channels in TORCH_UNITS[:n]]
         depth = max(len(weights) for weights, _ in units)
         calls.clear()
-        outs = _flat(ck_many.compose_ck_many(units, folds))
+        outs = _flat(ck_network.compose_ck_network(units, folds))
         assert calls == ["fwd"] * (depth - 1)
         torch.autograd.grad(outs, _parameters(units), [torch.ones_like(o) for o in outs])
         assert calls == ["fwd"] * (depth - 1) + ["fwd"] * (depth - 2) + ["bwd"] * (depth - 1)
@@ -95,20 +96,22 @@ def test_one_fold_call_per_level_whatever_the_number_of_units():
 
 # ------------------------------------------------------------------------------ Triton kernels
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
-from expandnets_cuda.triton_backend import ck_worklist_gate, ck_worklist_ops, offsets  # noqa: E402
-from expandnets_cuda.triton_backend.composer import load_composer  # noqa: E402
+from tools import ck_worklist_gate  # noqa: E402
+from expandnets_cuda.kernels.triton import ck_worklist_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import offsets  # noqa: E402
+from expandnets_cuda.kernels.triton import load_composer  # noqa: E402
 
 # k = 5 and 7 (depths 2 and 3), the second folds left to right, the third right to left.
 TRITON_UNITS = [(3, 2, 4), (1, 2, 3, 2), (2, 3, 3, 1)]
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_triton_ck_many_matches_the_torch_composer(bias):
+def test_triton_ck_network_matches_the_torch_composer(bias):
     composer = load_composer()
-    assert composer.ck_many is not None
+    assert composer.ck_network is not None
     units = [make_unit(channels, bias) for channels in TRITON_UNITS]
     assert {products.ck_folds_left_first(weights) for weights, _ in units} == {True, False}
-    assert_matches_compose_ck(units, composer.ck_many)
+    assert_matches_compose_ck(units, composer.ck_network)
 
 
 @pytest.fixture
@@ -130,14 +133,14 @@ def test_launches_do_not_grow_with_the_number_of_units(launches, bias):
     for n in (2, 6):
         units = [make_unit(channels, bias, taps) for channels, taps in MANY[:n]]
         # Warm-up: builds and caches the work lists, bias indices, tables; and the output gradients.
-        grads = [torch.ones_like(o) for o in _flat(ck_worklist_ops.compose_ck_many(units))]
+        grads = [torch.ones_like(o) for o in _flat(ck_worklist_ops.compose_ck_network(units))]
         launches.clear()
         with DispatchCounter() as ops:
-            outs = _flat(ck_worklist_ops.compose_ck_many(units))
+            outs = _flat(ck_worklist_ops.compose_ck_network(units))
             torch.autograd.grad(outs, _parameters(units), grads)
-        counts.append((sorted(launches), ops.ops.get("expandnets.triton_ck_many_fold", 0),
-                       ops.ops.get("expandnets.triton_ck_many_fold_backward", 0), ops.total))
-        assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_many)
+        counts.append((sorted(launches), ops.ops.get("expandnets.triton_ck_network_fold", 0),
+                       ops.ops.get("expandnets.triton_ck_network_fold_backward", 0), ops.total))
+        assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_network)
     (kernels2, fwd2, bwd2, total2), (kernels6, fwd6, bwd6, total6) = counts
     assert kernels2 == kernels6, (kernels2, kernels6)
     # Depth 3: forward 2 levels, backward 1 recomputed level + 2 levels of two kernels each.
@@ -148,30 +151,30 @@ def test_launches_do_not_grow_with_the_number_of_units(launches, bias):
 
 def test_a_second_call_builds_nothing_and_needs_no_host_value(monkeypatch):
     units = [make_unit(channels, True, taps) for channels, taps in MANY[:3]]
-    outs = _flat(ck_worklist_ops.compose_ck_many(units))
+    outs = _flat(ck_worklist_ops.compose_ck_network(units))
     grads = [torch.ones_like(o) for o in outs]
     torch.autograd.grad(outs, _parameters(units), grads)
-    plans = dict(ck_many._BIAS_PLANS)
+    plans = dict(ck_network._BIAS_PLANS)
 
     def no_build(*args):
         raise AssertionError("the work list was built again")
     monkeypatch.setattr(ck_worklist_ops, "build_work_list", no_build)
     with NoHostSync():
-        outs = _flat(ck_worklist_ops.compose_ck_many(units))
+        outs = _flat(ck_worklist_ops.compose_ck_network(units))
         torch.autograd.grad(outs, _parameters(units), grads)
-    assert ck_many._BIAS_PLANS.keys() == plans.keys()
-    assert all(ck_many._BIAS_PLANS[k] is p for k, p in plans.items())
+    assert ck_network._BIAS_PLANS.keys() == plans.keys()
+    assert all(ck_network._BIAS_PLANS[k] is p for k, p in plans.items())
 
 
-def test_triton_ck_many_in_float32():
+def test_triton_ck_network_in_float32():
     units = [make_unit(channels, True, taps, dtype=torch.float32) for channels, taps in MANY[:3]]
-    assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_many, tol=1e-5)
+    assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_network, tol=1e-5)
 
 
 def test_wide_offsets_give_the_same_result(monkeypatch, launches):
     monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 1)
     units = [make_unit(channels, True, taps) for channels, taps in MANY[:2]]
-    assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_many)
+    assert_matches_compose_ck(units, ck_worklist_ops.compose_ck_network)
     assert launches and all(wide for _, wide in launches)
 
 
@@ -180,9 +183,9 @@ def test_ops_pass_opcheck():
     earliers = [torch.randn(3, 1, 1, 2, dtype=torch.float64), torch.randn(2, 3, 2, 1, dtype=torch.float64)]
     grads = [torch.randn(2, 1, 2, 3, dtype=torch.float64), torch.randn(1, 3, 2, 2, dtype=torch.float64)]
     utils = ("test_schema", "test_faketensor")
-    torch.library.opcheck(ck_worklist_ops.ck_many_fold, (laters, earliers), test_utils=utils)
-    torch.library.opcheck(ck_worklist_ops.ck_many_fold_backward, (grads, laters, earliers), test_utils=utils)
-    for (later, earlier), k in zip(zip(laters, earliers), ck_worklist_ops.fold_many(list(zip(laters, earliers)))):
+    torch.library.opcheck(ck_worklist_ops.ck_network_fold, (laters, earliers), test_utils=utils)
+    torch.library.opcheck(ck_worklist_ops.ck_network_fold_backward, (grads, laters, earliers), test_utils=utils)
+    for (later, earlier), k in zip(zip(laters, earliers), ck_worklist_ops.fold_network(list(zip(laters, earliers)))):
         torch.testing.assert_close(k, products.fold_forward(later, earlier), rtol=1e-12, atol=1e-12)
 
 
@@ -215,7 +218,7 @@ def test_gate_declares_every_launch_the_wrapper_can_make():
 def test_the_sm90_gate_collects_the_ck_work_list_kernels():
     import importlib.util
     import pathlib
-    path = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "triton_sm90_gate.py"
+    path = pathlib.Path(__file__).resolve().parent.parent / "tools" / "triton_sm90_gate.py"
     spec = importlib.util.spec_from_file_location("triton_sm90_gate", path)
     gate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gate)
@@ -226,19 +229,19 @@ def test_the_sm90_gate_collects_the_ck_work_list_kernels():
 
 
 def test_a_ck_network_adds_launches_per_level_not_per_unit_and_gradients_match():
-    """Through ``network_composition`` (the Triton composer's ``ck_many``, torch convolutions):
+    """Through ``network_composition`` (the Triton composer's ``ck_network``, torch convolutions):
     2 vs 4 CK units of 5x5 kernels add the same launches per step."""
-    added, library = triton_added_launches("ck", (2, 4), 2, (5, 5), 1.5, "triton ck_many")
+    added, library = triton_added_launches("ck", (2, 4), 2, (5, 5), 1.5, "triton ck_network")
     assert added[0] == added[1] and library[0] == library[1] > 0, (added, library)
 
 
 @pytest.mark.gpu
-def test_ck_many_step_captures_in_a_cuda_graph():
+def test_ck_network_step_captures_in_a_cuda_graph():
     units = [make_unit(channels, True, dtype=torch.float32) for channels in TRITON_UNITS]
     params = _parameters(units)
 
     def step():
-        outs = _flat(ck_worklist_ops.compose_ck_many(units))
+        outs = _flat(ck_worklist_ops.compose_ck_network(units))
         return torch.autograd.grad(sum(o.square().sum() for o in outs), params)
 
     graph, static_grads = capture_in_cuda_graph(step, warmups=2)  # compiles the kernels, caches the work lists and the address tables
@@ -249,10 +252,10 @@ def test_ck_many_step_captures_in_a_cuda_graph():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_compose_ck_many_compiles_without_a_graph_break(bias):
+def test_compose_ck_network_compiles_without_a_graph_break(bias):
     """The bias plan reads no tensor value (its index widths come from the shapes). The second
     unit's kernel has one input channel: torch 2.11 lost its gradient (tests/test_compile.py)."""
-    ck_many._BIAS_PLANS.clear()
+    ck_network._BIAS_PLANS.clear()
     units = [make_unit(channels, bias) for channels in TORCH_UNITS[:3]]
-    compiled = torch.compile(ck_many.compose_ck_many, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(ck_network.compose_ck_network, fullgraph=True, backend="aot_eager")
     assert_matches_compose_ck(units, compiled)

@@ -11,7 +11,8 @@ from torch import nn
 
 import expandnets_cuda as ec
 import python_ref as pr
-from expandnets_cuda import autotune, composition_products
+from expandnets_cuda.backends import auto as autotune
+from expandnets_cuda.compose import products as composition_products
 from helpers import REL_TOL, assert_rel_close, compare_units, twin
 
 # (strategy, in channels, out channels): one input channel (a grayscale image) and one output

@@ -25,7 +25,7 @@ from torch import nn
 
 import concurrency_worker as worker
 import expandnets_cuda as ec
-from expandnets_cuda import autotune
+from expandnets_cuda.backends import auto as autotune
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "concurrency_worker.py")

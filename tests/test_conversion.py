@@ -147,7 +147,7 @@ def test_dry_run_returns_the_plan_and_changes_nothing():
 
 
 def test_plan_is_logged(caplog):
-    with caplog.at_level("INFO", logger="expandnets_cuda.conversion"):
+    with caplog.at_level("INFO", logger="expandnets_cuda.convert.model"):
         ec.expand_model(smallnet3(), "cl", rate=2)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "blocks.0.conv" in logged and "fc1" in logged and "FC expansion is off" in logged

@@ -14,8 +14,8 @@ import torch
 
 import expandnets_cuda as ec
 import python_ref as pr
-from expandnets_cuda import cuda_backend
-from expandnets_cuda.backends import BackendUnavailableError
+from expandnets_cuda.kernels import cuda as cuda_backend
+from expandnets_cuda.backends.registry import BackendUnavailableError
 from helpers import CONV_KERNEL_CASES, REL_TOL, assert_rel_close, compare_units, rel_error, twin
 
 REASON = cuda_backend.unavailable_reason()
@@ -29,7 +29,8 @@ def kernel_test(fn):
 def _ops():
     """The op modules; importing them loads the extension, so only inside kernel tests."""
     cuda_backend.load_composer()  # raises with the reason if anything is missing
-    from expandnets_cuda.cuda_backend import compose_ops, conv_ops
+    from expandnets_cuda.kernels.cuda import compose_ops
+    from expandnets_cuda.kernels.cuda import conv_ops
     return compose_ops, conv_ops
 
 
@@ -328,16 +329,16 @@ def test_every_kernel_once():
 
 @kernel_test
 def test_cuda_backend_on_cpu_tensors_says_why():
-    from expandnets_cuda.cuda_backend import composer
+    composer = cuda_backend.load_composer()
     w = torch.randn(2, 2, 1, 1)
     with pytest.raises(BackendUnavailableError, match="need CUDA tensors"):
-        composer.compose_cl(w, None, torch.randn(2, 2, 3, 3), None, w, None, 1)
+        composer.cl(w, None, torch.randn(2, 2, 3, 3), None, w, None, 1)
 
 
 # --- anywhere: the backend explains itself instead of failing ----------------------------------
 
 def test_importing_the_backend_never_loads_the_extension():
-    code = ("import sys, expandnets_cuda, expandnets_cuda.cuda_backend as cb; cb.unavailable_reason(); "
+    code = ("import sys, expandnets_cuda, expandnets_cuda.kernels.cuda as cb; cb.unavailable_reason(); "
             "assert 'expandnets_cuda._C' not in sys.modules; expandnets_cuda.available_backends()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 

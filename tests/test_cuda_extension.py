@@ -1,5 +1,5 @@
 """The built CUDA extension, loaded on a machine without a GPU: it defines exactly the ops the
-Python side calls (cuda_backend/schemas.py), each with a fake implementation, the differentiable
+Python side calls (kernels/cuda/schemas.py), each with a fake implementation, the differentiable
 ones with an autograd formula. Runs where ``expandnets_cuda._C`` is built (CI's GPU-stack step,
 scripts/gpu_stack.sh, fails rather than skips without it); the training step through these ops
 is tests/test_fake_cuda_step.py."""
@@ -17,7 +17,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "expandnets_cuda"
 def schemas():
     require_extension()
     import expandnets_cuda._C  # noqa: F401
-    from expandnets_cuda.cuda_backend import chain_ops, ck_worklist_ops, compose_ops, conv_ops, schemas, worklist_ops  # noqa: F401
+    from expandnets_cuda.kernels.cuda import chain_ops  # noqa: F401
+    from expandnets_cuda.kernels.cuda import ck_worklist_ops  # noqa: F401
+    from expandnets_cuda.kernels.cuda import compose_ops  # noqa: F401
+    from expandnets_cuda.kernels.cuda import conv_ops  # noqa: F401
+    from expandnets_cuda.kernels.cuda import schemas  # noqa: F401
+    from expandnets_cuda.kernels.cuda import worklist_ops  # noqa: F401
     return schemas
 
 
@@ -35,8 +40,8 @@ def test_a_changed_schema_is_found_and_the_backend_refuses_it(schemas, monkeypat
         in problems
     assert "cuda_unheard_of is missing" in problems
     assert "cuda_chain(Tensor x" in problems and "nothing here calls it" in problems
-    import expandnets_cuda.cuda_backend as cb
-    from expandnets_cuda.backends import BackendUnavailableError
+    import expandnets_cuda.kernels.cuda as cb
+    from expandnets_cuda.backends.registry import BackendUnavailableError
     monkeypatch.setattr(cb, "unavailable_reason", lambda: None)  # as if a GPU were there
     with pytest.raises(BackendUnavailableError, match="built from other sources.*rebuild"):
         cb.load_composer()

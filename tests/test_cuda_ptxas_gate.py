@@ -1,10 +1,10 @@
-"""The ptxas gate (scripts/cuda_ptxas_gate.py, run by scripts/build_cuda_check.sh in CI) reads
+"""The ptxas gate (tools/cuda_ptxas_gate.py, run by scripts/build_cuda_check.sh in CI) reads
 what it must and fails where it must: on a spill, on a stack frame, on a log without figures."""
 import importlib.util
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("cuda_ptxas_gate", ROOT / "scripts" / "cuda_ptxas_gate.py")
+_spec = importlib.util.spec_from_file_location("cuda_ptxas_gate", ROOT / "tools" / "cuda_ptxas_gate.py")
 gate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gate)
 
@@ -49,4 +49,4 @@ def test_a_kernel_without_figures_is_a_violation(tmp_path):
 
 def test_build_check_runs_the_gate_on_its_logs():
     script = (ROOT / "scripts" / "build_cuda_check.sh").read_text()
-    assert "-Xptxas -v" in script and "scripts/cuda_ptxas_gate.py --logs" in script
+    assert "-Xptxas -v" in script and "tools/cuda_ptxas_gate.py --logs" in script

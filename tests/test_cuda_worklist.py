@@ -1,6 +1,6 @@
-"""The work-list composition of the CUDA backend (csrc/expandnets/worklist.h, ``Composer.cl_many``):
+"""The work-list composition of the CUDA backend (csrc/expandnets/worklist.h, ``Composer.cl_network``):
 many CL/FC units of unequal shapes composed by a fixed number of launches, against the torch
-composer (``expandnets_cuda.composition.compose_cl``) in float64, outputs and the gradients of
+composer (``expandnets_cuda.compose.composition.compose_cl``) in float64, outputs and the gradients of
 every input.
 
 The layout tests run anywhere: they drive ``worklist_layout.compose_units`` (canonical shapes,
@@ -10,8 +10,9 @@ the kernels themselves also run on the CPU in tests/cuda_cpu/check_worklist.cpp.
 import pytest
 import torch
 
-from expandnets_cuda import composition, cuda_backend
-from expandnets_cuda.cuda_backend import worklist_layout
+from expandnets_cuda.compose.cl import compose_cl
+from expandnets_cuda.kernels import cuda as cuda_backend
+from expandnets_cuda.kernels.cuda import worklist_layout
 from helpers import capture_in_cuda_graph, random_cl_unit
 from helpers import cl_unit_tensors as inputs_of
 
@@ -35,7 +36,7 @@ def make_units(shapes, biases, dtype=torch.float64, device="cpu"):
     return [random_cl_unit(*shape, biases, dtype, device) for shape in shapes]
 
 
-def torch_many(w1s, w2s, w3s, b1s, b2s, b3s):
+def torch_network(w1s, w2s, w3s, b1s, b2s, b3s):
     """The op's contract in torch: canonical lists in, (flat W, flat bias) out."""
     weights = [torch.einsum("goc,gcat,gai->goit", w3, w2, w1).reshape(-1) for w1, w2, w3 in zip(w1s, w2s, w3s)]
     biases = [(torch.einsum("goc,gc->go", w3, torch.einsum("gcat,ga->gc", w2, b1) + b2) + b3).reshape(-1)
@@ -47,16 +48,16 @@ def torch_many(w1s, w2s, w3s, b1s, b2s, b3s):
 # worklist_layout's fake implementations and autograd: what the CUDA ops register, minus the kernels.
 _TEST_LIB = torch.library.Library("expandnets_worklist_test", "DEF")
 _TEST_LIB.define("many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor)")
-_TEST_LIB.define("many_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
+_TEST_LIB.define("network_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
                  "Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 
 
-def _cpu_many(*lists):
+def _cpu_network(*lists):
     with torch.no_grad():
-        return torch_many(*lists)
+        return torch_network(*lists)
 
 
-def _cpu_many_backward(grad_w, grad_bias, w1s, w2s, w3s, b1s, b2s, b3s):
+def _cpu_network_backward(grad_w, grad_bias, w1s, w2s, w3s, b1s, b2s, b3s):
     """The kernels' backward formulas (worklist.h) in torch, flat results per kind."""
     dw1, dw2, dw3, db1, db2 = [], [], [], [], []
     w_at = b_at = 0
@@ -82,12 +83,12 @@ def _cpu_many_backward(grad_w, grad_bias, w1s, w2s, w3s, b1s, b2s, b3s):
     return tuple(torch.cat(parts) if parts else grad_w.new_empty((0,)) for parts in (dw1, dw2, dw3, db1, db2))
 
 
-_TEST_LIB.impl("many", _cpu_many, "CPU")
-_TEST_LIB.impl("many_backward", _cpu_many_backward, "CPU")
-torch.library.register_fake("expandnets_worklist_test::many", worklist_layout.many_fake, lib=_TEST_LIB)
-torch.library.register_fake("expandnets_worklist_test::many_backward", worklist_layout.many_backward_fake,
+_TEST_LIB.impl("many", _cpu_network, "CPU")
+_TEST_LIB.impl("network_backward", _cpu_network_backward, "CPU")
+torch.library.register_fake("expandnets_worklist_test::many", worklist_layout.network_fake, lib=_TEST_LIB)
+torch.library.register_fake("expandnets_worklist_test::network_backward", worklist_layout.network_backward_fake,
                             lib=_TEST_LIB)
-_setup, _backward = worklist_layout.autograd_of(torch.ops.expandnets_worklist_test.many_backward)
+_setup, _backward = worklist_layout.autograd_of(torch.ops.expandnets_worklist_test.network_backward)
 torch.library.register_autograd("expandnets_worklist_test::many", _backward, setup_context=_setup, lib=_TEST_LIB)
 TEST_MANY = torch.ops.expandnets_worklist_test.many
 
@@ -99,12 +100,12 @@ def canonical_lists(units):
             for name in ("w1", "w2", "w3", "b1", "b2", "b3")]
 
 
-def compare_with_compose_cl(composed_many, units, rtol):
-    """Outputs and the gradients of every input of cl_many's results against compose_cl's."""
-    expected = [composition.compose_cl(*unit) for unit in units]
-    assert len(composed_many) == len(expected)
+def compare_with_compose_cl(composed_network, units, rtol):
+    """Outputs and the gradients of every input of cl_network's results against compose_cl's."""
+    expected = [compose_cl(*unit) for unit in units]
+    assert len(composed_network) == len(expected)
     outs, refs, grads = [], [], []
-    for (w, b), (w_ref, b_ref) in zip(composed_many, expected):
+    for (w, b), (w_ref, b_ref) in zip(composed_network, expected):
         assert w.shape == w_ref.shape and (b is None) == (b_ref is None)
         torch.testing.assert_close(w, w_ref, rtol=rtol, atol=rtol)
         pairs = [(w, w_ref)] + ([(b, b_ref)] if b is not None else [])
@@ -123,7 +124,7 @@ def compare_with_compose_cl(composed_many, units, rtol):
 @pytest.mark.parametrize("biases", [True, False])
 def test_layout_composes_unequal_units_like_compose_cl(biases):
     units = make_units(UNITS, biases)
-    compare_with_compose_cl(worklist_layout.compose_units(units, torch_many), units, 1e-10)
+    compare_with_compose_cl(worklist_layout.compose_units(units, torch_network), units, 1e-10)
 
 
 @pytest.mark.parametrize("biases", [True, False])
@@ -136,7 +137,7 @@ def test_registered_op_fake_and_autograd_on_cpu(biases):
     torch.library.opcheck(TEST_MANY, tuple(lists))
     flat_w, flat_b = TEST_MANY(*lists)
     detached = [[t.detach() for t in ts] for ts in lists]
-    torch.library.opcheck(torch.ops.expandnets_worklist_test.many_backward,
+    torch.library.opcheck(torch.ops.expandnets_worklist_test.network_backward,
                           (torch.randn_like(flat_w), torch.randn_like(flat_b), *detached),
                           test_utils=("test_schema", "test_faketensor"))
 
@@ -160,21 +161,21 @@ def test_registered_op_compiles_fullgraph_on_cpu():
 def test_layout_fake_shapes_match_the_flat_results():
     units = make_units(UNITS, True)
     lists = canonical_lists(units)
-    flat_w, flat_b = torch_many(*lists)
+    flat_w, flat_b = torch_network(*lists)
     metas = [[t.detach().to("meta") for t in tensors] for tensors in lists]
-    fake_w, fake_b = worklist_layout.many_fake(*metas)
+    fake_w, fake_b = worklist_layout.network_fake(*metas)
     assert fake_w.shape == flat_w.shape and fake_b.shape == flat_b.shape and fake_w.device.type == "meta"
-    grads = worklist_layout.many_backward_fake(fake_w, fake_b, *metas)
+    grads = worklist_layout.network_backward_fake(fake_w, fake_b, *metas)
     assert [g.numel() for g in grads] == [sum(t.numel() for t in ts) for ts in lists[:5]]
-    no_bias = worklist_layout.many_fake(*metas[:3], [], [], [])
+    no_bias = worklist_layout.network_fake(*metas[:3], [], [], [])
     assert no_bias[1].shape == (0,)
 
 
 def test_layout_rejects_mixed_biases_and_handles_no_units():
     with_bias, without = make_units(UNITS[:1], True), make_units(UNITS[1:2], False)
     with pytest.raises(ValueError, match="all have biases"):
-        worklist_layout.compose_units(with_bias + without, torch_many)
-    assert worklist_layout.compose_units([], torch_many) == []
+        worklist_layout.compose_units(with_bias + without, torch_network)
+    assert worklist_layout.compose_units([], torch_network) == []
 
 
 def test_split_like_views_one_buffer():
@@ -186,41 +187,41 @@ def test_split_like_views_one_buffer():
 
 def _composer():
     composer = cuda_backend.load_composer()
-    assert composer.cl_many is not None
+    assert composer.cl_network is not None
     return composer
 
 
 @kernel_test
 @pytest.mark.parametrize("biases", [True, False])
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-def test_cl_many_matches_compose_cl(biases, dtype, rtol):
+def test_cl_network_matches_compose_cl(biases, dtype, rtol):
     composer = _composer()
     units = make_units(UNITS, biases, dtype=dtype, device="cuda")
-    compare_with_compose_cl(composer.cl_many(units), units, rtol)
+    compare_with_compose_cl(composer.cl_network(units), units, rtol)
     # The same units again (the cached table), and in another order (another table).
-    compare_with_compose_cl(composer.cl_many(units), units, rtol)
-    compare_with_compose_cl(composer.cl_many(units[::-1]), units[::-1], rtol)
+    compare_with_compose_cl(composer.cl_network(units), units, rtol)
+    compare_with_compose_cl(composer.cl_network(units[::-1]), units[::-1], rtol)
 
 
 @kernel_test
-def test_cl_many_after_an_in_place_update():
+def test_cl_network_after_an_in_place_update():
     """Parameters updated in place keep their pointers: the cached table reads the new values."""
     composer = _composer()
     units = make_units(UNITS, True, device="cuda")
-    composer.cl_many(units)
+    composer.cl_network(units)
     with torch.no_grad():
         for t in inputs_of(units):
             t.mul_(0.5).add_(0.25)
-    compare_with_compose_cl(composer.cl_many(units), units, 1e-10)
+    compare_with_compose_cl(composer.cl_network(units), units, 1e-10)
 
 
 @kernel_test
-def test_cl_many_launches_a_fixed_number_of_kernels():
+def test_cl_network_launches_a_fixed_number_of_kernels():
     composer = _composer()
     units = make_units(UNITS, True, device="cuda")
-    composer.cl_many(units)  # builds the table
+    composer.cl_network(units)  # builds the table
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        outs = composer.cl_many(units)
+        outs = composer.cl_network(units)
         torch.autograd.grad([t for pair in outs for t in pair], inputs_of(units),
                             [torch.ones_like(t) for pair in outs for t in pair])
         torch.cuda.synchronize()
@@ -231,11 +232,11 @@ def test_cl_many_launches_a_fixed_number_of_kernels():
 
 
 @kernel_test
-def test_cl_many_forward_captures_in_a_cuda_graph():
+def test_cl_network_forward_captures_in_a_cuda_graph():
     composer = _composer()
     units = make_units(UNITS, True, device="cuda")
     # the warm-up builds the table outside the capture
-    graph, captured = capture_in_cuda_graph(lambda: composer.cl_many(units), grad=False)
+    graph, captured = capture_in_cuda_graph(lambda: composer.cl_network(units), grad=False)
     with torch.no_grad():
         for t in inputs_of(units):
             t.mul_(-1.5)
@@ -243,29 +244,29 @@ def test_cl_many_forward_captures_in_a_cuda_graph():
     torch.cuda.synchronize()
     with torch.no_grad():
         for (w, b), unit in zip(captured, units):
-            w_ref, b_ref = composition.compose_cl(*unit)
+            w_ref, b_ref = compose_cl(*unit)
             torch.testing.assert_close(w, w_ref, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(b, b_ref, rtol=1e-10, atol=1e-10)
 
 
 @kernel_test
-def test_cl_many_ops_pass_opcheck_and_compile():
+def test_cl_network_ops_pass_opcheck_and_compile():
     _composer()
-    from expandnets_cuda.cuda_backend import worklist_ops
+    from expandnets_cuda.kernels.cuda import worklist_ops
     units = make_units(UNITS[:3], True, dtype=torch.float32, device="cuda")
     lists = canonical_lists(units)
     fake_only = ("test_schema", "test_faketensor")
-    torch.library.opcheck(worklist_ops.cl_many, tuple(lists))
-    flat_w, flat_b = worklist_ops.cl_many(*lists)
+    torch.library.opcheck(worklist_ops.cl_network, tuple(lists))
+    flat_w, flat_b = worklist_ops.cl_network(*lists)
     detached = [[t.detach() for t in ts] for ts in lists]
-    torch.library.opcheck(worklist_ops.cl_many_backward, (torch.randn_like(flat_w), torch.randn_like(flat_b),
+    torch.library.opcheck(worklist_ops.cl_network_backward, (torch.randn_like(flat_w), torch.randn_like(flat_b),
                                                           *detached), test_utils=fake_only)
     torch._dynamo.reset()
     groups = [unit[6] for unit in units]
 
     def loss(*tensors):
         rebuilt = [(*tensors[6 * k:6 * k + 6], g) for k, g in enumerate(groups)]
-        return sum(w.square().sum() + b.sum() for w, b in worklist_ops.compose_cl_many(rebuilt))
+        return sum(w.square().sum() + b.sum() for w, b in worklist_ops.compose_cl_network(rebuilt))
 
     inputs = inputs_of(units)
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import expandnets_cuda as ec
-from expandnets_cuda import export, models
+from expandnets_cuda import models
+from expandnets_cuda.deploy import export
 from helpers import randomise_bn
 
 pytest.importorskip("onnxruntime", reason=f"exporting needs {export.INSTALL_HINT}")
@@ -100,7 +101,7 @@ def digits_run(tmp_path_factory):
 
 def test_the_command_exports_a_training_run_with_int8(digits_run):
     out = digits_run / "export"
-    done = subprocess.run([sys.executable, "-m", "expandnets_cuda.export", str(digits_run), "--int8", "--limit", "256"],
+    done = subprocess.run([sys.executable, "-m", "expandnets_cuda.deploy.export", str(digits_run), "--int8", "--limit", "256"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "OK: the exported files compute the expanded network's function" in done.stdout
@@ -113,6 +114,6 @@ def test_the_command_exports_a_training_run_with_int8(digits_run):
 
 
 def test_the_command_fails_loudly_on_a_missing_run(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "expandnets_cuda.export", str(tmp_path / "nothing")],
+    done = subprocess.run([sys.executable, "-m", "expandnets_cuda.deploy.export", str(tmp_path / "nothing")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "does not exist" in done.stderr

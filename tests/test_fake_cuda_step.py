@@ -30,11 +30,11 @@ def _require(backend: str) -> None:
 FORMS = {
     "cl+fc": (dict(strategy="cl", fc=True),
               {"cuda": {"cuda_cl_many", "cuda_cl_many_backward", "cuda_conv2d", "cuda_conv2d_backward"},
-               "triton": {"triton_cl_many_compose", "triton_cl_many_compose_backward", "triton_conv2d",
+               "triton": {"triton_cl_network_compose", "triton_cl_network_compose_backward", "triton_conv2d",
                           "triton_conv2d_backward"}}),
     "ck": (dict(strategy="ck"),
            {"cuda": {"cuda_ck_many_fold", "cuda_ck_many_fold_backward", "cuda_conv2d", "cuda_conv2d_backward"},
-            "triton": {"triton_ck_many_fold", "triton_ck_many_fold_backward", "triton_conv2d",
+            "triton": {"triton_ck_network_fold", "triton_ck_network_fold_backward", "triton_conv2d",
                        "triton_conv2d_backward"}}),
     "nonlinear-cl": (dict(strategy="cl", nonlinear=True),
                      {"cuda": {"cuda_chain", "cuda_chain_backward"},
@@ -50,7 +50,7 @@ CASES = [(form, "float32", "contiguous") for form in FORMS] + [("cl+fc", "float3
 def _step(model, backend, dtype, layout):
     """Two SGD steps; -> (output, {name: grad}) of the second step's forward and backward."""
     for module in model.modules():
-        if isinstance(module, ec.fused_unit.FusedUnit):
+        if isinstance(module, ec.nn.unit.FusedUnit):
             module.backend = backend
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(4, 3, 16, 16, device=DEVICE)

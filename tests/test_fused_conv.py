@@ -116,7 +116,8 @@ def test_cuda_matches_reference(case, dtype, backend):
     (6, 6, 24, 24, 3, 6, "w3_first"),          # depthwise: a tie goes to W3 first
 ])
 def test_compose_cl_every_order_matches_reference(m, n, a, c, k, g, order):
-    from expandnets_cuda.composition import cl_cost, compose_cl
+    from expandnets_cuda.compose.cl import compose_cl
+    from expandnets_cuda.compose.products import cl_cost
     cost_w3_first, cost_w1_first = cl_cost(m // g, a // g, c // g, n // g, k * k, g)
     assert (cost_w3_first <= cost_w1_first) == (order == "w3_first")
     w1 = torch.randn(a, m // g, 1, 1, dtype=torch.float64)

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import expandnets_cuda as ec
-from expandnets_cuda import backends
+from expandnets_cuda.backends import registry as backends
+from expandnets_cuda.backends import triton_mode
+from expandnets_cuda.backends.types import BackendInfo, Convolver
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -41,10 +43,10 @@ def test_triton_without_interpreter_on_a_cpu_is_unavailable_and_says_how():
             raised = ""
         except ec.BackendUnavailableError as err:
             raised = str(err)
-        from expandnets_cuda import backends
+        from expandnets_cuda.backends import triton_mode
         print(json.dumps({"available": t.available, "reason": t.reason, "fix": t.fix,
                           "pairs": sorted(n for n, b in report.items() if b.available),
-                          "raised": raised, "table": str(report), "kernels": backends.triton_kernel_mode()}))
+                          "raised": raised, "table": str(report), "kernels": triton_mode.kernel_mode()}))
     """)
     got = json.loads(out)
     assert not got["available"]
@@ -99,11 +101,11 @@ def test_triton_under_the_interpreter_is_available_on_the_cpu_and_runs():
 def test_interpreter_switched_on_after_the_kernels_were_imported_is_reported():
     out = _python("""
         import json, os, expandnets_cuda as ec
-        from expandnets_cuda import backends
-        import expandnets_cuda.triton_backend.cl_ops  # defines the kernels for a GPU
+        from expandnets_cuda.backends import triton_mode
+        import expandnets_cuda.kernels.triton.cl_ops  # defines the kernels for a GPU
         os.environ["TRITON_INTERPRET"] = "1"
         t = ec.available_backends()["triton"]
-        print(json.dumps({"mode": backends.triton_kernel_mode(), "setting": backends.triton_interpreter_setting(),
+        print(json.dumps({"mode": triton_mode.kernel_mode(), "setting": triton_mode.interpreter_setting(),
                           "available": t.available, "reason": t.reason, "fix": t.fix}))
     """)
     got = json.loads(out)
@@ -163,10 +165,10 @@ def test_the_report_prints_as_a_table():
 
 
 def test_backend_info_str_is_one_readable_line():
-    info = backends.BackendInfo("x", False, "no widget here; install widget", "install widget")
+    info = BackendInfo("x", False, "no widget here; install widget", "install widget")
     assert str(info) == "x: unavailable (no widget here); fix: install widget"
     assert info.why_not == "no widget here"
-    assert str(backends.BackendInfo("y", True, devices=("cpu",))) == "y: available on cpu"
+    assert str(BackendInfo("y", True, devices=("cpu",))) == "y: available on cpu"
 
 
 def test_unavailable_error_joins_reason_and_fix_once():
@@ -180,7 +182,7 @@ def test_unavailable_error_joins_reason_and_fix_once():
 
 def test_a_gpu_only_implementation_without_a_gpu_is_unavailable(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    gpu_only = backends.Convolver("gpu-only-test", lambda *a: None, lambda *a: None, device_types=("cuda",))
+    gpu_only = Convolver("gpu-only-test", lambda *a: None, lambda *a: None, device_types=("cuda",))
     backends.register_convolver("gpu-only-test", lambda: gpu_only)
     try:
         info = ec.available_backends()["gpu-only-test"]
@@ -193,7 +195,7 @@ def test_a_gpu_only_implementation_without_a_gpu_is_unavailable(monkeypatch):
 
 
 def test_cuda_fix_follows_what_is_missing(monkeypatch):
-    from expandnets_cuda import cuda_backend
+    from expandnets_cuda.kernels import cuda as cuda_backend
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert backends._cuda_fix() == cuda_backend.BUILD_HINT
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
@@ -206,8 +208,8 @@ def test_cuda_fix_follows_what_is_missing(monkeypatch):
 
 @pytest.mark.skipif(HAS_CUDA or not HAS_TRITON, reason="the test process runs the kernels interpreted only on a CPU")
 def test_kernel_mode_is_read_from_the_imported_kernels():
-    import expandnets_cuda.triton_backend.cl_ops  # noqa: F401  (conftest switched the interpreter on)
-    assert backends.triton_kernel_mode() == "interpreted" and backends.triton_interpreted()
+    import expandnets_cuda.kernels.triton.cl_ops  # noqa: F401  (conftest switched the interpreter on)
+    assert triton_mode.kernel_mode() == "interpreted" and triton_mode.interpreted()
 
 
 def test_info_command_prints_versions_devices_build_interpreter_cache_and_backends(tmp_path):

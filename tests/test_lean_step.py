@@ -6,7 +6,10 @@ from torch import nn
 
 import expandnets_cuda as ec
 import python_ref as pr
-from expandnets_cuda import composition, composition_products as products
+from expandnets_cuda.compose.ck import _ck_partials, compose_ck
+from expandnets_cuda.compose.cl import compose_cl
+from expandnets_cuda.compose.fc import compose_fc
+from expandnets_cuda.compose import products
 from helpers import assert_rel_close
 
 F64 = torch.float64
@@ -61,7 +64,7 @@ def test_compose_cl_gradients_match_reference(shape, bias):
     weights, biases = _cl_params(m, n, a, c, k, g, bias)
     w1, w2, w3 = weights
     b1, b2, b3 = biases if bias else (None, None, None)
-    weight, fused_bias = composition.compose_cl(w1, b1, w2, b2, w3, b3, g)
+    weight, fused_bias = compose_cl(w1, b1, w2, b2, w3, b3, g)
     d_weight = torch.randn_like(weight)
     d_bias = torch.randn(n, dtype=F64) if bias else None
     outputs, grads = [weight], [d_weight]
@@ -80,11 +83,11 @@ def test_w2_gradient_comes_in_the_parameters_layout(w2_format, k):
     """So AccumulateGrad takes it as it is (a copy of the largest gradient per step otherwise)."""
     weights, biases = _cl_params(4, 6, 8, 12, k, 1)
     w2 = weights[1] = weights[1].detach().contiguous(memory_format=w2_format).requires_grad_()
-    weight, bias = composition.compose_cl(weights[0], biases[0], w2, biases[1], weights[2], biases[2], 1)
+    weight, bias = compose_cl(weights[0], biases[0], w2, biases[1], weights[2], biases[2], 1)
     d2, = torch.autograd.grad([weight, bias], [w2], [torch.randn_like(weight), torch.randn_like(bias)])
     assert d2.stride() == w2.stride(), f"dW2 strides {d2.stride()} vs W2 {w2.stride()}"
     expected = _grads_of_reference(weights, biases, 1, *_seeded_grads(weight, bias))[1]
-    got, = torch.autograd.grad(composition.compose_cl(weights[0], biases[0], w2, biases[1], weights[2],
+    got, = torch.autograd.grad(compose_cl(weights[0], biases[0], w2, biases[1], weights[2],
                                                       biases[2], 1), [w2], _seeded_grads(weight, bias))
     assert_rel_close(got, expected, 1e-12, f"dW2 with W2 in {w2_format}")
 
@@ -99,7 +102,7 @@ def test_compose_cl_gradients_only_where_asked():
     weights, biases = _cl_params(3, 5, 6, 10, 3, 1)
     weights[1].requires_grad_(False)
     w1, w2, w3 = weights
-    weight, bias = composition.compose_cl(w1, biases[0], w2, biases[1], w3, biases[2], 1)
+    weight, bias = compose_cl(w1, biases[0], w2, biases[1], w3, biases[2], 1)
     (weight.sum() + bias.sum()).backward()
     assert w2.grad is None and w1.grad is not None and w3.grad is not None and biases[0].grad is not None
 
@@ -113,7 +116,7 @@ def test_compose_cl_gradients_only_where_asked():
 def test_compose_ck_gradients_match_reference_both_fold_orders(layers, bias):
     weights = [torch.randn(o, i, 3, 3, dtype=F64, requires_grad=True) for o, i in layers]
     biases = [torch.randn(o, dtype=F64, requires_grad=True) for o, _ in layers] if bias else None
-    kernel, fused_bias = composition.compose_ck(weights, biases)
+    kernel, fused_bias = compose_ck(weights, biases)
     ref_kernel, ref_bias = pr.contract_ck(weights, biases)
     assert_rel_close(kernel, ref_kernel, 1e-12, "CK kernel")
     d_kernel = torch.randn_like(kernel)
@@ -134,7 +137,7 @@ def test_ck_partials_are_kept_exactly_when_no_larger_than_the_weights_and_the_ca
                          ([(40, 2), (6, 40), (50, 6), (2, 50)], True)]:
         weights = [torch.randn(o, i, 3, 3) for o, i in layers]
         left_first = products.ck_folds_left_first(weights)
-        partial = composition._ck_partials(weights, left_first)
+        partial = _ck_partials(weights, left_first)
         numels = [partial[j].numel() for j in range(1, len(weights) - 1)]
         assert products.ck_partial_numels([(o, i, 3) for o, i in layers], left_first) == numels
         assert products.ck_keeps_partials([w.shape for w in weights]) is kept
@@ -156,14 +159,14 @@ def test_double_backward_cl_ck_fc():
     weights, biases = _cl_params(3, 4, 6, 10, 3, 1)
     w1, w2, w3 = weights
     assert torch.autograd.gradgradcheck(
-        lambda *t: composition.compose_cl(t[0], t[3], t[1], t[4], t[2], t[5], 1), (*weights, *biases), fast_mode=True)
+        lambda *t: compose_cl(t[0], t[3], t[1], t[4], t[2], t[5], 1), (*weights, *biases), fast_mode=True)
     ck = [torch.randn(o, i, 3, 3, dtype=F64, requires_grad=True) for o, i in [(4, 2), (5, 4), (3, 5)]]
     ck_b = [torch.randn(o, dtype=F64, requires_grad=True) for o in (4, 5, 3)]
-    assert torch.autograd.gradgradcheck(lambda *t: composition.compose_ck(list(t[:3]), list(t[3:])), (*ck, *ck_b),
+    assert torch.autograd.gradgradcheck(lambda *t: compose_ck(list(t[:3]), list(t[3:])), (*ck, *ck_b),
                                         fast_mode=True)
     fc = [torch.randn(o, i, dtype=F64, requires_grad=True) for o, i in [(8, 5), (12, 8), (3, 12)]]
     fc_b = [torch.randn(o, dtype=F64, requires_grad=True) for o in (8, 12, 3)]
-    assert torch.autograd.gradgradcheck(lambda *t: composition.compose_fc(list(t[:3]), list(t[3:])), (*fc, *fc_b),
+    assert torch.autograd.gradgradcheck(lambda *t: compose_fc(list(t[:3]), list(t[3:])), (*fc, *fc_b),
                                         fast_mode=True)
 
 

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import expandnets_cuda as ec
 from bench.launches import count_step_launches
-from expandnets_cuda import network_composition
+from expandnets_cuda.nn import network as network_composition
 from helpers import REL_TOL, assert_rel_close, capture_in_cuda_graph
 
 
@@ -64,7 +64,7 @@ def _assert_steps_match(fused: nn.Module, others, x: torch.Tensor) -> None:
 @contextlib.contextmanager
 def registered_composer(composer):
     """``composer`` registered under its name for the block (then removed again)."""
-    from expandnets_cuda import backends
+    from expandnets_cuda.backends import registry as backends
     backends.register_composer(composer.name, lambda: composer)
     try:
         yield composer
@@ -120,53 +120,54 @@ def test_equal_units_form_one_group_composed_by_one_call():
 
 
 @pytest.fixture
-def counting_many_composer():
-    """A composer named ``many-test`` whose ``cl_many`` records each call (and composes unit by
+def counting_network_composer():
+    """A composer named ``network-test`` whose ``cl_network`` records each call (and composes unit by
     unit with the torch composer, so only the routing is under test)."""
-    from expandnets_cuda import backends, composition
+    from expandnets_cuda.backends import registry as backends
+    from expandnets_cuda.compose import cl, ck
     calls = []
 
-    def cl_many(units):
+    def cl_network(units):
         calls.append([tuple(args[2].shape) for args in units])
-        return [composition.compose_cl(*args) for args in units]
+        return [cl.compose_cl(*args) for args in units]
 
     torch_composer = backends.resolve("torch").composer
-    with registered_composer(backends.Composer("many-test", torch_composer.cl, torch_composer.ck, torch_composer.fc,
-                                               cl_many=cl_many)):
+    with registered_composer(backends.Composer("network-test", torch_composer.cl, torch_composer.ck, torch_composer.fc,
+                                               cl_network=cl_network)):
         yield calls
 
 
-def test_a_cl_many_composer_composes_units_of_every_shape_in_one_call(counting_many_composer):
-    """Three CL convs of different shapes (one grouped) and three FC layers: one ``cl_many`` call
+def test_a_cl_network_composer_composes_units_of_every_shape_in_one_call(counting_network_composer):
+    """Three CL convs of different shapes (one grouped) and three FC layers: one ``cl_network`` call
     per forward, with the same outputs and gradients as the unfused chain."""
     torch.manual_seed(0)
-    fused = ec.expand_model(mixed_net(), "cl", 2, fc=True, backend="many-test+torch").double()
+    fused = ec.expand_model(mixed_net(), "cl", 2, fc=True, backend="network-test+torch").double()
     _assert_steps_match(fused, (_as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
-    assert len(counting_many_composer) == 1, counting_many_composer
-    assert len(counting_many_composer[0]) == 6 and len(set(counting_many_composer[0])) == 6  # all W2 shapes differ
+    assert len(counting_network_composer) == 1, counting_network_composer
+    assert len(counting_network_composer[0]) == 6 and len(set(counting_network_composer[0])) == 6  # all W2 shapes differ
     assert fused._network_composer.compose() == 1
     fused._network_composer.clear()
 
 
-def test_a_ck_many_composer_composes_every_ck_unit_in_one_call():
+def test_a_ck_network_composer_composes_every_ck_unit_in_one_call():
     """CK units of different kernel sizes (5x5: two 3x3, 7x7: three) through a composer's
-    ``ck_many``: one call per forward, the unfused chain's outputs and gradients."""
-    import types
-    from expandnets_cuda import backends, composition
+    ``ck_network``: one call per forward, the unfused chain's outputs and gradients."""
+    from expandnets_cuda.backends import registry as backends
+    from expandnets_cuda.compose import cl, ck
     calls = []
 
-    def ck_many(units):
+    def ck_network(units):
         calls.append([len(weights) for weights, _ in units])
-        return [composition.compose_ck(weights, biases) for weights, biases in units]
+        return [ck.compose_ck(weights, biases) for weights, biases in units]
 
     torch_composer = backends.resolve("torch").composer
-    composer = types.SimpleNamespace(name="ck-many-test", cl=torch_composer.cl, ck=torch_composer.ck,
-                                     fc=torch_composer.fc, device_types=None, cl_many=None, ck_many=ck_many)
+    composer = backends.Composer("ck-network-test", torch_composer.cl, torch_composer.ck, torch_composer.fc,
+                                 ck_network=ck_network)
     with registered_composer(composer):
         model = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 6, 7, padding=3),
                               nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.Flatten(), nn.Linear(6 * 6 * 6, 3))
         torch.manual_seed(0)
-        fused = ec.expand_model(model, "ck", 2, backend="ck-many-test+torch").double()
+        fused = ec.expand_model(model, "ck", 2, backend="ck-network-test+torch").double()
         _assert_steps_match(fused, (_as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
         assert calls == [[2, 3, 2]]
 

@@ -91,7 +91,7 @@ def test_the_wheel_holds_one_package_with_the_reference_and_the_benchmark(wheel)
     assert scripts == {"expandnets-bench": "expandnets_cuda._cli:bench",
                        "expandnets-train": "expandnets_cuda.train.__main__:main",
                        "expandnets-info": "expandnets_cuda.info:main",
-                       "expandnets-export": "expandnets_cuda.export:main"}
+                       "expandnets-export": "expandnets_cuda.deploy.export:main"}
 
 
 def test_the_wheel_declares_its_dependencies_and_keeps_the_installed_torch(wheel):

@@ -1,10 +1,10 @@
-"""How hard weights are to quantize (expandnets_cuda.quantize.weight_ranges); the INT8 file
+"""How hard weights are to quantize (expandnets_cuda.deploy.quantize.weight_ranges); the INT8 file
 itself is tested through the export command (tests/test_export.py)."""
 import pytest
 import torch
 from torch import nn
 
-from expandnets_cuda.quantize import weight_ranges
+from expandnets_cuda.deploy.quantize import weight_ranges
 
 
 def test_weight_ranges_measure_outliers_per_channel_and_across_channels():

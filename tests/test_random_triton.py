@@ -8,7 +8,7 @@ Triton composer), ``ck`` (one CK fold, and whole CK stacks through the composer'
 ``conv`` (the implicit-GEMM and depthwise convolution kernels, forward and backward: groups,
 depthwise and channel multipliers, stride, dilation, asymmetric padding, batch 1, channels_last,
 non-contiguous inputs and output gradients, tile edges crossed), ``chain`` (the chain kernels
-directly: CL with layer 3, CK pairs, ReLU or linear), ``cl_many`` / ``ck_many`` (the work lists,
+directly: CL with layer 3, CK pairs, ReLU or linear), ``cl_network`` / ``ck_network`` (the work lists,
 several units of unequal random shapes per call) and ``unit`` (whole ``FusedExpandConv2d`` /
 ``FusedExpandLinear`` modules on the Triton backends against python_ref).
 
@@ -24,19 +24,25 @@ import torch.nn.functional as F
 
 import expandnets_cuda as ec
 import python_ref as pr
-from expandnets_cuda import composition
+from expandnets_cuda.compose.ck import compose_ck
+from expandnets_cuda.compose.cl import compose_cl
 from helpers import REL_TOL, case_rng, replay, scaled, twin
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
 # after the interpreter switch (conftest.py)
-from expandnets_cuda.triton_backend import chain_ops, ck_ops, composer, conv_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import chain_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import ck_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import conv_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import load_composer  # noqa: E402
+
+composer = load_composer()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F64, F32 = torch.float64, torch.float32
 FLOAT32_SHARE = 0.25  # of the cases, run in float32 against a float64 reference
 
 # kind: (cases at scale 1, chunks). The chunks split a kind's cases into separate test items.
-PLAN = {"cl": (26, 2), "ck": (22, 2), "conv": (58, 4), "chain": (20, 3), "cl_many": (8, 2), "ck_many": (6, 2),
+PLAN = {"cl": (26, 2), "ck": (22, 2), "conv": (58, 4), "chain": (20, 3), "cl_network": (8, 2), "ck_network": (6, 2),
         "unit": (16, 3)}
 TOTAL = 150  # at least this many cases per run (times the scale)
 
@@ -162,7 +168,7 @@ def spec_cl(rng):
 
 def run_cl(spec):
     g = spec["shape"][0]
-    return compare(lambda *t: composer.compose_cl(*t, g), lambda *t: composition.compose_cl(*t, g),
+    return compare(lambda *t: composer.cl(*t, g), lambda *t: compose_cl(*t, g),
                    cl_tensors(spec["shape"], spec["bias"]), DTYPES[spec["dtype"]], CL_NAMES)
 
 
@@ -195,7 +201,7 @@ def run_ck(spec):
 
     def split(t):
         return list(t[:depth]), (list(t[depth:]) if spec["bias"] else None)
-    return compare(lambda *t: composer.compose_ck(*split(t)), lambda *t: composition.compose_ck(*split(t)),
+    return compare(lambda *t: composer.ck(*split(t)), lambda *t: compose_ck(*split(t)),
                    weights + biases, dtype, [f"w{j}" for j in range(depth)] + [f"b{j}" for j in range(depth)])
 
 
@@ -306,7 +312,7 @@ def run_chain(spec):
 
 
 # ------------------------------------------------------------------------------ work lists
-def spec_cl_many(rng):
+def spec_cl_network(rng):
     units = rng.randint(2, 5)
     return dict(shapes=[cl_shape(rng, wide_share=0.15, max_tap=2) for _ in range(units)], bias=rng.random() < 0.6,
                 dtype=pick_dtype(rng))
@@ -320,7 +326,7 @@ def _per_unit(flat, sizes):
     return out
 
 
-def run_cl_many(spec):
+def run_cl_network(spec):
     units = [cl_tensors(shape, spec["bias"]) for shape in spec["shapes"]]
     groups = [shape[0] for shape in spec["shapes"]]
 
@@ -328,15 +334,15 @@ def run_cl_many(spec):
         return [(*t, g) for t, g in zip(_per_unit(flat, [6] * len(units)), groups)]
 
     def fast(*flat):
-        return [t for pair in composer.compose_cl_many(rebuild(flat)) for t in pair]
+        return [t for pair in composer.cl_network(rebuild(flat)) for t in pair]
 
     def ref(*flat):
-        return [t for unit in rebuild(flat) for t in composition.compose_cl(*unit)]
+        return [t for unit in rebuild(flat) for t in compose_cl(*unit)]
     names = [f"unit {u} {n}" for u in range(len(units)) for n in CL_NAMES]
     return compare(fast, ref, [t for unit in units for t in unit], DTYPES[spec["dtype"]], names)
 
 
-def spec_ck_many(rng):
+def spec_ck_network(rng):
     units = []
     for _ in range(rng.randint(2, 4)):
         depth = rng.choice([2, 2, 3])
@@ -346,7 +352,7 @@ def spec_ck_many(rng):
     return dict(units=units, bias=rng.random() < 0.6, dtype=pick_dtype(rng))
 
 
-def run_ck_many(spec):
+def run_ck_network(spec):
     bias, sizes, flat, names = spec["bias"], [], [], []
     for u, (channels, taps) in enumerate(spec["units"]):
         depth = len(taps)
@@ -363,10 +369,10 @@ def run_ck_many(spec):
         return units
 
     def fast(*t):
-        return [x for pair in composer.compose_ck_many(rebuild(t)) for x in pair]
+        return [x for pair in composer.ck_network(rebuild(t)) for x in pair]
 
     def ref(*t):
-        return [x for w, b in rebuild(t) for x in composition.compose_ck(w, b)]
+        return [x for w, b in rebuild(t) for x in compose_ck(w, b)]
     return compare(fast, ref, flat, DTYPES[spec["dtype"]], names)
 
 
@@ -454,8 +460,8 @@ def _run_unit(spec):
 
 # ------------------------------------------------------------------------------ the tests
 KINDS = {"cl": (spec_cl, run_cl), "ck": (spec_ck, run_ck), "conv": (spec_conv, run_conv),
-         "chain": (spec_chain, run_chain), "cl_many": (spec_cl_many, run_cl_many),
-         "ck_many": (spec_ck_many, run_ck_many), "unit": (spec_unit, run_unit)}
+         "chain": (spec_chain, run_chain), "cl_network": (spec_cl_network, run_cl_network),
+         "ck_network": (spec_ck_network, run_ck_network), "unit": (spec_unit, run_unit)}
 
 
 def case_name(kind):

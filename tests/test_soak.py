@@ -51,15 +51,15 @@ def test_the_soak_catches_an_unbounded_cache(soak_module, monkeypatch):
     def unbounded(cache, key, value, limit, pinned=()):
         cache[key] = value
     monkeypatch.setattr(caches, "remember", unbounded)
-    from expandnets_cuda import composition_products
+    from expandnets_cuda.compose import products as composition_products
     monkeypatch.setattr(composition_products, "_PLANS", {})
     summary = soak_module.run(80, seed=3, triton_models=0, checkpoint=40, cache_bound=1)
-    assert any("composition_products._PLANS holds" in v for v in summary["violations"]), summary["violations"]
+    assert any("compose.products._PLANS holds" in v for v in summary["violations"]), summary["violations"]
 
 
 def test_the_soak_catches_released_models_kept_alive(soak_module, monkeypatch):
     """A planted defect: the library keeps every network it expanded."""
-    from expandnets_cuda import network_composition
+    from expandnets_cuda.nn import network as network_composition
     kept = []
     install = network_composition.install
 
@@ -73,7 +73,7 @@ def test_the_soak_catches_released_models_kept_alive(soak_module, monkeypatch):
 
 def test_the_soak_catches_a_drift_from_a_fresh_model(soak_module, monkeypatch):
     """A planted defect: the evaluation cache ignores in-place parameter updates (stale weights)."""
-    from expandnets_cuda import fused_unit
+    from expandnets_cuda.nn import unit as fused_unit
     composed = fused_unit.FusedUnit._composed
 
     def stale(self, composer, device_type):

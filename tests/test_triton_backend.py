@@ -12,7 +12,9 @@ import python_ref as pr
 from helpers import CONV_KERNEL_CASES, REL_TOL, compare_units, twin
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
-from expandnets_cuda.triton_backend import ck_ops, cl_ops, conv_ops  # noqa: E402  (after the interpreter switch)
+from expandnets_cuda.kernels.triton import ck_ops  # noqa: E402  (after the interpreter switch)
+from expandnets_cuda.kernels.triton import cl_ops  # noqa: E402  (after the interpreter switch)
+from expandnets_cuda.kernels.triton import conv_ops  # noqa: E402  (after the interpreter switch)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -145,13 +147,14 @@ def test_compile_fullgraph_with_triton_ops():
 
 
 def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
-    from expandnets_cuda.triton_backend import composer
+    from expandnets_cuda.kernels.triton import load_composer
+    composer = load_composer()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     unit = ec.FusedExpandConv2d(2, 3, 3, rate=2, backend="triton")
     with pytest.raises(ec.BackendUnavailableError, match="TRITON_INTERPRET=1"):
         unit(torch.randn(1, 2, 5, 5))
     with pytest.raises(ec.BackendUnavailableError, match="TRITON_INTERPRET=1"):
-        composer.compose_cl(unit.layers[0].weight, None, unit.layers[1].weight, None,
+        composer.cl(unit.layers[0].weight, None, unit.layers[1].weight, None,
                             unit.layers[2].weight, None, 1)
 
 

@@ -8,8 +8,11 @@ import torch
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
 import triton  # noqa: E402
 
-from expandnets_cuda.triton_backend import ck_ops, cl_ops, conv_ops, gate_specs  # noqa: E402
-from expandnets_cuda.triton_backend import launch_configs as lc  # noqa: E402
+from expandnets_cuda.kernels.triton import ck_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import cl_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import conv_ops  # noqa: E402
+from tools import gate_specs  # noqa: E402
+from expandnets_cuda.kernels.triton import launch_configs as lc  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ODD_EXTENTS = (1, 2, 3, 5, 9, 15, 16, 17, 31, 33, 63, 65, 100, 127, 129, 300, 1000)
@@ -73,7 +76,7 @@ def test_exact_dots_take_the_short_reduction_edge():
 
 
 def test_autotuners_carry_the_declared_configs(monkeypatch):
-    from expandnets_cuda.triton_backend import conv2d
+    from expandnets_cuda.kernels.triton import conv2d
     for kernel, configs in ((conv2d.conv2d_fwd_kernel, lc.GEMM_CONFIGS), (conv2d.conv2d_dgrad_kernel, lc.GEMM_CONFIGS),
                             (conv2d.conv2d_wgrad_kernel, lc.WGRAD_CONFIGS)):
         got = [(c.kwargs, c.num_warps, c.num_stages) for c in kernel.configs]
@@ -115,7 +118,7 @@ class Recorder:
 @pytest.mark.parametrize("force_wide", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_wrappers_launch_only_declared_configs(monkeypatch, dtype, force_wide):
-    from expandnets_cuda.triton_backend import offsets
+    from expandnets_cuda.kernels.triton import offsets
     if force_wide:
         monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 1)
     recorder = Recorder(monkeypatch)
@@ -146,7 +149,7 @@ def test_wrappers_launch_only_declared_configs(monkeypatch, dtype, force_wide):
 def test_every_autotune_config_computes_the_convolution(monkeypatch, which):
     """The interpreter runs only the first config of each autotuner: here each one runs in turn
     (forced as the only config), float64 against torch, on a grouped, strided, dilated case."""
-    from expandnets_cuda.triton_backend import conv2d
+    from expandnets_cuda.kernels.triton import conv2d
     tuners = [conv2d.conv2d_fwd_kernel, conv2d.conv2d_dgrad_kernel] if which == "gemm" else [conv2d.conv2d_wgrad_kernel]
     configs = lc.GEMM_CONFIGS if which == "gemm" else lc.WGRAD_CONFIGS
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, device=DEVICE, requires_grad=True)

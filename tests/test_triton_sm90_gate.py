@@ -1,4 +1,4 @@
-"""The sm_90 compile gate (scripts/triton_sm90_gate.py): what it selects, how it reads ptxas, what
+"""The sm_90 compile gate (tools/triton_sm90_gate.py): what it selects, how it reads ptxas, what
 it fails on, and, compiled for real in a subprocess (no GPU needed), that its offset-width check
 catches 32-bit offset arithmetic."""
 import importlib.util
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 pytest.importorskip("triton", reason="the gate needs `pip install triton`")
-from expandnets_cuda.triton_backend import gate_specs  # noqa: E402
+from tools import gate_specs  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "triton_sm90_gate.py"
+SCRIPT = ROOT / "tools" / "triton_sm90_gate.py"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_every_kernel_of_the_package_has_a_spec(gate):
 
 
 def test_an_undeclared_kernel_is_reported(gate, monkeypatch):
-    from expandnets_cuda.triton_backend import conv2d
+    from expandnets_cuda.kernels.triton import conv2d
     specs = [s for s in gate.all_specs() if s.name != "depthwise_fwd_kernel"]
     assert gate.undeclared_kernels(specs) == [f"{conv2d.__name__}.depthwise_fwd_kernel"]
 
@@ -84,7 +84,7 @@ CRAFTED = textwrap.dedent('''
     import triton, triton.language as tl
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from expandnets_cuda.triton_backend.offsets import widen
+    from expandnets_cuda.kernels.triton.offsets import widen
 
     @triton.jit
     def rows_kernel(p, n, stride, WIDE: tl.constexpr):

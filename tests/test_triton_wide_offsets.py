@@ -9,7 +9,11 @@ import python_ref as pr
 from helpers import record_launches
 
 pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
-from expandnets_cuda.triton_backend import ck_ops, cl_ops, conv_ops, gate_specs, offsets  # noqa: E402
+from expandnets_cuda.kernels.triton import ck_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import cl_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import conv_ops  # noqa: E402
+from tools import gate_specs  # noqa: E402
+from expandnets_cuda.kernels.triton import offsets  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,4 +1,4 @@
-"""The Triton work-list composition (``cl_many``): many CL/FC units of unequal shapes composed by
+"""The Triton work-list composition (``cl_network``): many CL/FC units of unequal shapes composed by
 a fixed number of launches, against the torch composer in float64 (outputs and the gradient of
 every parameter), launches independent of the number of units, and a second call that builds and
 copies nothing (the work list and the address table are cached).
@@ -12,14 +12,16 @@ import pytest
 import torch
 
 from bench.launches import DispatchCounter
-from expandnets_cuda import composition
+from expandnets_cuda.compose.cl import compose_cl
 from helpers import capture_in_cuda_graph, random_cl_unit, record_launches
 from helpers import cl_unit_tensors as _parameters, flat_composed as _flat
 from test_network_composition import NoHostSync
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
-from expandnets_cuda.triton_backend import cl_worklist_gate, cl_worklist_ops, offsets  # noqa: E402
-from expandnets_cuda.triton_backend.composer import load_composer  # noqa: E402
+from tools import cl_worklist_gate  # noqa: E402
+from expandnets_cuda.kernels.triton import cl_worklist_ops  # noqa: E402
+from expandnets_cuda.kernels.triton import offsets  # noqa: E402
+from expandnets_cuda.kernels.triton import load_composer  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -33,10 +35,10 @@ def make_unit(groups, a, i, c, o, kh, kw, bias, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_cl_many_matches_the_torch_composer_with_every_gradient(bias):
+def test_cl_network_matches_the_torch_composer_with_every_gradient(bias):
     units = [make_unit(*shape, bias=bias) for shape in SHAPES]
-    got = cl_worklist_ops.compose_cl_many(units)
-    want = [composition.compose_cl(*unit) for unit in units]
+    got = cl_worklist_ops.compose_cl_network(units)
+    want = [compose_cl(*unit) for unit in units]
     assert all((b is None) != bias for _, b in got)
     outs, refs = _flat(got), _flat(want)
     for k, (out, ref) in enumerate(zip(outs, refs)):
@@ -51,20 +53,20 @@ def test_cl_many_matches_the_torch_composer_with_every_gradient(bias):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"grad of parameter {k}: {m}")
 
 
-def test_the_triton_composer_carries_cl_many_and_it_agrees_with_cl():
+def test_the_triton_composer_carries_cl_network_and_it_agrees_with_cl():
     composer = load_composer()
-    assert composer.cl_many is not None
+    assert composer.cl_network is not None
     units = [make_unit(*shape, bias=True) for shape in SHAPES[:2]]
-    for (w, b), unit in zip(composer.cl_many(units), units):
+    for (w, b), unit in zip(composer.cl_network(units), units):
         w_alone, b_alone = composer.cl(*unit)
         torch.testing.assert_close(w, w_alone, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(b, b_alone, rtol=1e-12, atol=1e-12)
-    assert composer.cl_many([]) == []
+    assert composer.cl_network([]) == []
 
 
 def test_units_must_all_have_biases_or_none():
     with pytest.raises(ValueError, match="biases"):
-        cl_worklist_ops.compose_cl_many([make_unit(*SHAPES[0], bias=True), make_unit(*SHAPES[1], bias=False)])
+        cl_worklist_ops.compose_cl_network([make_unit(*SHAPES[0], bias=True), make_unit(*SHAPES[1], bias=False)])
 
 
 @pytest.fixture
@@ -84,12 +86,12 @@ def test_launches_do_not_grow_with_the_number_of_units(launches, bias):
     for n in (2, 6):
         units = [make_unit(*shape, bias=bias) for shape in MANY[:n]]
         # Warm-up: builds and caches the work list and table; and the output gradients to feed back.
-        grads = [torch.ones_like(o) for o in _flat(cl_worklist_ops.compose_cl_many(units))]
+        grads = [torch.ones_like(o) for o in _flat(cl_worklist_ops.compose_cl_network(units))]
         launches.clear()
         with DispatchCounter() as ops:
-            torch.autograd.grad(_flat(cl_worklist_ops.compose_cl_many(units)), _parameters(units), grads)
-        counts.append((sorted(launches), ops.ops.get("expandnets.triton_cl_many_compose", 0),
-                       ops.ops.get("expandnets.triton_cl_many_compose_backward", 0), ops.total))
+            torch.autograd.grad(_flat(cl_worklist_ops.compose_cl_network(units)), _parameters(units), grads)
+        counts.append((sorted(launches), ops.ops.get("expandnets.triton_cl_network_compose", 0),
+                       ops.ops.get("expandnets.triton_cl_network_compose_backward", 0), ops.total))
     (kernels2, fwd2, bwd2, total2), (kernels6, fwd6, bwd6, total6) = counts
     assert kernels2 == kernels6, (kernels2, kernels6)
     assert len(kernels2) == (6 if bias else 4)  # forward W (+ b), backward dW1, dW2, dW3 (+ db1/db2)
@@ -99,7 +101,7 @@ def test_launches_do_not_grow_with_the_number_of_units(launches, bias):
 
 def test_a_second_call_builds_and_copies_nothing(monkeypatch):
     units = [make_unit(*shape, bias=True) for shape in MANY[:3]]
-    outs = _flat(cl_worklist_ops.compose_cl_many(units))
+    outs = _flat(cl_worklist_ops.compose_cl_network(units))
     torch.autograd.grad(outs, _parameters(units), [torch.ones_like(o) for o in outs])
     tables = dict(cl_worklist_ops._TABLES)
 
@@ -108,7 +110,7 @@ def test_a_second_call_builds_and_copies_nothing(monkeypatch):
     monkeypatch.setattr(cl_worklist_ops, "build_work_list", no_build)
     grads = [torch.ones_like(o) for o in outs]
     with NoHostSync():  # nor does it ask the device for a value
-        outs = _flat(cl_worklist_ops.compose_cl_many(units))
+        outs = _flat(cl_worklist_ops.compose_cl_network(units))
         torch.autograd.grad(outs, _parameters(units), grads)
     assert cl_worklist_ops._TABLES.keys() == tables.keys()
     assert all(cl_worklist_ops._TABLES[k] is t for k, t in tables.items())
@@ -117,8 +119,8 @@ def test_a_second_call_builds_and_copies_nothing(monkeypatch):
 def test_wide_offsets_give_the_same_result(monkeypatch, launches):
     monkeypatch.setattr(offsets, "WIDE_ELEMENTS", 1)
     units = [make_unit(*shape, bias=True) for shape in MANY[:3]]
-    outs = _flat(cl_worklist_ops.compose_cl_many(units))
-    refs = _flat([composition.compose_cl(*unit) for unit in units])
+    outs = _flat(cl_worklist_ops.compose_cl_network(units))
+    refs = _flat([compose_cl(*unit) for unit in units])
     params = _parameters(units)
     grads = [torch.randn_like(r) for r in refs]
     got = torch.autograd.grad(outs, params, grads)
@@ -132,7 +134,7 @@ def test_ops_pass_opcheck():
     units = [make_unit(*shape, bias=True) for shape in MANY[:2]]
     canon = [cl_worklist_ops._canonical(*unit) for unit in units]
     args = tuple([c[j][k].detach() for c in canon] for j in (0, 1) for k in range(3))
-    torch.library.opcheck(cl_worklist_ops.cl_many_compose, args, test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(cl_worklist_ops.cl_network_compose, args, test_utils=("test_schema", "test_faketensor"))
 
 
 def test_gate_declares_every_launch_the_wrapper_can_make():
@@ -145,12 +147,12 @@ def test_gate_declares_every_launch_the_wrapper_can_make():
 
 
 @pytest.mark.gpu
-def test_cl_many_step_captures_in_a_cuda_graph():
+def test_cl_network_step_captures_in_a_cuda_graph():
     units = [make_unit(*shape, bias=True, dtype=torch.float32) for shape in SHAPES]
     params = _parameters(units)
 
     def step():
-        outs = _flat(cl_worklist_ops.compose_cl_many(units))
+        outs = _flat(cl_worklist_ops.compose_cl_network(units))
         return torch.autograd.grad(sum(o.square().sum() for o in outs), params)
 
     graph, static_grads = capture_in_cuda_graph(step, warmups=2)  # compiles the kernels, caches the work list and the address table
@@ -162,13 +164,13 @@ def test_cl_many_step_captures_in_a_cuda_graph():
 
 def test_a_capture_with_moved_inputs_fills_its_table_on_the_device(monkeypatch):
     units = [make_unit(*shape, bias=True) for shape in MANY[:2]]
-    outs = _flat(cl_worklist_ops.compose_cl_many(units))  # warm-up: the work list
+    outs = _flat(cl_worklist_ops.compose_cl_network(units))  # warm-up: the work list
     monkeypatch.setattr(cl_worklist_ops, "_capturing", lambda device: True)
     monkeypatch.setattr(cl_worklist_ops, "_CAPTURED_TABLES", {})
     monkeypatch.setattr(cl_worklist_ops.torch, "tensor", None)  # no host-built table now
     moved = [tuple(t.detach().clone().requires_grad_(True) if torch.is_tensor(t) else t for t in unit)
              for unit in units]
-    for out, again in zip(outs, _flat(cl_worklist_ops.compose_cl_many(moved))):
+    for out, again in zip(outs, _flat(cl_worklist_ops.compose_cl_network(moved))):
         torch.testing.assert_close(again, out, rtol=0, atol=0)
     assert len(cl_worklist_ops._CAPTURED_TABLES) == 1
 
@@ -192,14 +194,14 @@ def test_work_list_covers_every_tile_of_every_unit_once():
     assert work.units[1, 6] == shapes[0][0] * shapes[0][4] * shapes[0][2] * shapes[0][5]  # W offset of unit 1
 
 
-def test_cl_many_compiles_whole_graph_with_its_gradients():
+def test_cl_network_compiles_whole_graph_with_its_gradients():
     units = [make_unit(*shape, bias=True) for shape in MANY[:3]]
     params = _parameters(units)
 
     def loss(*flat_params):
         it = iter(flat_params)
         rebuilt = [tuple(next(it) if torch.is_tensor(t) else t for t in unit) for unit in units]
-        return sum(o.square().sum() for o in _flat(cl_worklist_ops.compose_cl_many(rebuilt)))
+        return sum(o.square().sum() for o in _flat(cl_worklist_ops.compose_cl_network(rebuilt)))
 
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
     got = compiled(*params)

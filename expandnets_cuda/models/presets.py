@@ -79,7 +79,7 @@ class PaperPreset:
     def expand(self, model: Optional[nn.Module] = None, **kwargs) -> nn.Module:
         """``expand_model`` with this preset's strategy, rate and layers (``kwargs`` pass through,
         e.g. ``backend``, ``nonlinear``, ``inplace``); builds the compact model when none is given."""
-        from expandnets_cuda.conversion import expand_model  # conversion imports nothing from models
+        from expandnets_cuda.convert.model import expand_model  # conversion imports nothing from models
         model = self.build() if model is None else model
         kwargs.setdefault("rate", self.rate)
         return expand_model(model, self.strategy, layers=self.layer_names(model), **kwargs)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from expandnets_cuda.train import safe_pickle
-from expandnets_cuda.train.data import ImageDataset, ImageSplit
+from expandnets_cuda.train.dataset import ImageDataset, ImageSplit
 
 IMAGE_SHAPE = (3, 32, 32)
 

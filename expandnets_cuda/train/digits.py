@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from expandnets_cuda.train.data import ImageDataset, ImageSplit
+from expandnets_cuda.train.dataset import ImageDataset, ImageSplit
 
 TEST_EVERY = 5
 MIN_SIZE = 8

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from expandnets_cuda.agreement import agreement
-from expandnets_cuda.conversion import contract_model
+from expandnets_cuda.deploy.agreement import agreement
+from expandnets_cuda.convert.model import contract_model
 from expandnets_cuda.train.loader import BatchLoader
 
 # ||contracted - expanded|| / ||expanded|| over all test logits. Both run in float32 (the expanded

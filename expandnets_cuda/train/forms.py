@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from expandnets_cuda import models
-from expandnets_cuda.chain_backends import NONLINEAR_BACKENDS
-from expandnets_cuda.conversion import EXPANDED_TYPES, expand_model
+from expandnets_cuda.backends.registry import nonlinear_names
+from expandnets_cuda.convert.model import EXPANDED_TYPES, expand_model
 
 MODELS = {"smallnet3": models.smallnet3, "smallnet7": models.smallnet7,
           "mobilenet_v2_cifar": models.mobilenet_v2_cifar}
@@ -94,7 +94,7 @@ def build_model(arch: Architecture, backend: str = "auto", device: Optional[torc
         # Layers the strategy cannot expand (CK: kernels < 5) stay compact; expand_model warns.
         # A nonlinear counterpart has no composed form: it runs through the chain-fused kernels
         # (the backend asked for where it has them; "auto" picks them on CUDA, else the unfused chain).
-        nonlinear_backend = backend if backend in NONLINEAR_BACKENDS else "auto"
+        nonlinear_backend = backend if backend in nonlinear_names() else "auto"
         model = expand_model(model, strategy, arch.rate, fc=fc, nonlinear=arch.nonlinear,
                              backend=nonlinear_backend if arch.nonlinear else backend, inplace=True)
         if not any(isinstance(m, EXPANDED_TYPES) for m in model.modules()):

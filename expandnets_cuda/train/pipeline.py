@@ -20,7 +20,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from expandnets_cuda.conversion import contract_model, init_from_nonlinear
+from expandnets_cuda.convert.model import contract_model, init_from_nonlinear
 from expandnets_cuda.train import checkpoint
 from expandnets_cuda.train.config import TrainConfig
 from expandnets_cuda.train.data import ImageDataset, load_dataset

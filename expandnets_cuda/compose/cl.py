@@ -1,0 +1,100 @@
+"""CL composition: ``W[:, :, y, x] = W3 @ W2[:, :, y, x] @ W1`` per group, and its backward."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+from expandnets_cuda.compose import Composed, products
+
+Tensor = torch.Tensor
+
+
+class ClOperands(NamedTuple):
+    """``cl``'s arguments in the shapes every CL product and kernel takes: ``w1 (g, a, i)``,
+    ``w2 (g, c, a, t)`` (``t`` taps), ``w3 (g, o, c)``, biases ``(g, .)`` or all ``None``;
+    ``weight_shape``: the composed ``(g*o, i, *taps)``."""
+
+    w1: Tensor
+    w2: Tensor
+    w3: Tensor
+    b1: Optional[Tensor]
+    b2: Optional[Tensor]
+    b3: Optional[Tensor]
+    weight_shape: Tuple[int, ...]
+
+
+def cl_operands(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], w3: Tensor,
+                b3: Optional[Tensor], groups: int, contiguous: bool = False) -> ClOperands:
+    """``w1 (g*a, i, 1, 1)``, ``w2 (g*c, a, *taps)``, ``w3 (g*o, c, 1, 1)`` (FC: 2-D, one tap) as
+    grouped matrices. Views where the tensors allow; ``contiguous`` for kernels that need it
+    (still views, so pointers stay, when the parameters are contiguous)."""
+    g = groups
+    a, i = w1.shape[0] // g, w1.shape[1]
+    c, taps = w2.shape[0] // g, tuple(w2.shape[2:])
+    o = w3.shape[0] // g
+    t = 1
+    for n in taps:
+        t *= n
+    shaped = [w1.reshape(g, a, i), w2.reshape(g, c, a, t), w3.reshape(g, o, c)]
+    shaped += [None] * 3 if b1 is None else [b1.reshape(g, a), b2.reshape(g, c), b3.reshape(g, o)]
+    if contiguous:
+        shaped = [x.contiguous() if x is not None else None for x in shaped]
+    return ClOperands(*shaped, (g * o, i, *taps))
+
+
+class _ComposeCL(torch.autograd.Function):
+    """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``,
+    or ``W`` alone without biases.
+
+    The first bias rides along as one more input channel of ``W1`` (a constant input of value 1
+    through ``b1``): the chain ``W3 W2 [W1 | b1]`` yields the composed weight and, summed over
+    taps, ``W3 (sum_t W2) b1``; backward likewise gets ``db1`` and the bias terms of ``dW2`` from
+    the same GEMMs. So no pass over the (large) ``W2`` is spent on the biases alone."""
+
+    @staticmethod
+    def forward(ctx, w1, w2, w3, b1, b2, b3):
+        ctx.has_bias = b1 is not None
+        ctx.save_for_backward(w1, w2, w3, b1, b2)  # views of the parameters only
+        # Without biases the Function returns W alone: torch.compile fails on a None output.
+        if not ctx.has_bias:
+            return products.contiguous_output(products.cl_forward(w1, w2, w3))
+        i = w1.shape[2]
+        composed = products.cl_forward(products.with_bias_channel(w1, b1), w2, w3)  # (g, o, i+1, t)
+        bias = composed[:, :, i].sum(dim=2) + torch.bmm(w3, b2.unsqueeze(2)).squeeze(2) + b3
+        return products.contiguous_output(composed[:, :, :i]), bias  # a copy unless g = o = 1
+
+    @staticmethod
+    def backward(ctx, d_weight, d_bias=None):
+        w1, w2, w3, b1, b2 = ctx.saved_tensors
+        need_w1, need_w2, need_w3, need_b1, need_b2, need_b3 = ctx.needs_input_grad
+        g, o, i, t = w3.shape[0], w3.shape[1], w1.shape[2], w2.shape[3]
+        if d_weight is None:
+            d_weight = w2.new_zeros(g, o, i, t)
+        with_bias = ctx.has_bias and d_bias is not None
+        if not with_bias:
+            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3))
+            return d1, d2, d3, None, None, None
+        d_all = torch.cat([d_weight, d_bias[:, :, None, None].expand(g, o, 1, t)], dim=2)
+        d1x, d2, d3 = products.cl_backward(products.with_bias_channel(w1, b1), w2, w3, d_all,
+                                           (need_w1 or need_b1, need_w2, need_w3))
+        if d3 is not None:  # the b2 part of the bias after layer 2 (the b1 part came with the GEMM)
+            d3 = d3 + d_bias.unsqueeze(2) * b2.unsqueeze(1)
+        # Contiguous here, once per call: a strided slice would be copied by every parameter's
+        # AccumulateGrad instead (one launch per unit of a network-composed group).
+        d1 = d1x[:, :, :i].contiguous() if need_w1 else None
+        db1 = d1x[:, :, i].contiguous() if need_b1 else None
+        db2 = torch.bmm(w3.transpose(1, 2), d_bias.unsqueeze(2)).squeeze(2) if need_b2 else None
+        return d1, d2, d3, db1, db2, (d_bias if need_b3 else None)
+
+
+def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], w3: Tensor,
+               b3: Optional[Tensor], groups: int) -> Composed:
+    """``W[:, :, y, x] = W3 @ W2[:, :, y, x] @ W1`` per group, as batched GEMMs over all taps.
+
+    Shapes: ``w1 (g*a, i, 1, 1)``, ``w2 (g*c, a, kh, kw)``, ``w3 (g*o, c, 1, 1)``; result
+    ``(g*o, i, kh, kw)``. The order with fewer multiply-adds wins, forward and backward."""
+    ops = cl_operands(w1, b1, w2, b2, w3, b3, groups)
+    out = _ComposeCL.apply(*ops[:6])
+    weight, bias = out if b1 is not None else (out, None)
+    return weight.reshape(ops.weight_shape), (bias.reshape(-1) if bias is not None else None)
