@@ -5,9 +5,9 @@ semantic definition) installed as ``expandnets_cuda.reference`` and ``bench/`` i
 ``expandnets_cuda.bench``, so nothing lands in site-packages under a generic top-level name
 (``expandnets_cuda/_reference_binding.py``: how a checkout binds both names of the reference).
 
-The extension ``expandnets_cuda._C`` (csrc/: the kernels and their torch binding) is built with
-torch's CUDAExtension + BuildExtension (ninja) when torch is importable here, is a CUDA build, and
-nvcc is found. Otherwise the pure-Python package is installed and the ``cuda`` backend says why it
+The extension ``expandnets_cuda._C`` (csrc/: the kernels; csrc/binding/: their torch binding) is
+built with torch's CUDAExtension + BuildExtension (ninja) when torch is importable here, is a CUDA
+build, and nvcc is found. Otherwise the pure-Python package is installed and the ``cuda`` backend says why it
 is unavailable. torch must be visible to the build: use ``pip install --no-build-isolation .``.
 
 Environment: ``EXPANDNETS_SKIP_CUDA=1`` skips the extension; ``CUDA_HOME`` the toolkit (default: the
@@ -115,9 +115,12 @@ def _cuda_extension():
     BUILD_INFO.update(extension_configured=True, arch_list=os.environ["TORCH_CUDA_ARCH_LIST"],
                       cuda_home=cpp_extension.CUDA_HOME)
     kernels = sorted(os.path.relpath(path, HERE) for path in glob.glob(os.path.join(HERE, "csrc", "*.cu")))
+    # The torch binding: one file per op family, the shared checks and work-list tables, the module.
+    binding = sorted(os.path.relpath(path, HERE)
+                     for path in glob.glob(os.path.join(HERE, "csrc", "binding", "*.cpp")))
     extension = cpp_extension.CUDAExtension(
         "expandnets_cuda._C",
-        sources=[os.path.join("csrc", "binding.cpp"), *kernels],
+        sources=[*binding, *kernels],
         include_dirs=[os.path.join(HERE, "csrc")],
         # -lineinfo: compute-sanitizer reports name source lines (scripts/gpu_ci.sh).
         extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "-lineinfo"]},

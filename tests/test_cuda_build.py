@@ -30,6 +30,26 @@ def test_setup_and_cmake_glob_the_kernel_sources():
     assert "csrc/*.cu" in (ROOT / "CMakeLists.txt").read_text()
 
 
+def test_setup_builds_every_binding_source():
+    assert 'glob.glob(os.path.join(HERE, "csrc", "binding", "*.cpp"))' in (ROOT / "setup.py").read_text()
+    assert (ROOT / "csrc" / "binding" / "module.cpp").read_text().count("PyInit__C(") == 1
+
+
+def test_every_binding_op_is_defined_once_and_implemented_beside_its_definition():
+    """The binding is split by op family (csrc/binding/<family>.cpp): an op defined in two files, or
+    implemented away from its schema, would register twice or be hard to find."""
+    defined, implemented = {}, {}
+    for path in sorted((ROOT / "csrc" / "binding").glob("*.cpp")):
+        text = path.read_text()
+        for name in re.findall(r'm\.def\("(cuda_\w+)\(', text):
+            defined.setdefault(name, []).append(path.name)
+        for name in re.findall(r'm\.impl\("(cuda_\w+)"', text):
+            implemented.setdefault(name, []).append(path.name)
+    assert defined, "no m.def in csrc/binding/*.cpp"
+    assert all(len(files) == 1 for files in defined.values()), defined
+    assert implemented == defined
+
+
 def test_kernels_include_no_torch_headers():
     pattern = re.compile(r'#include\s*[<"](torch|ATen|c10|pybind11|Python)\b')
     kernel_files = [*(ROOT / "csrc").glob("*.cu"), *(ROOT / "csrc" / "expandnets").iterdir()]

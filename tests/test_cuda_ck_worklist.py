@@ -68,7 +68,7 @@ def assert_matches_compose_ck(units, compose_network, tol):
         assert_rel_close(g, w, tol, f"grad of parameter {k}")
 
 
-# The CUDA ops' schemas (csrc/binding.cpp) in a test namespace, implemented in torch on the CPU, with
+# The CUDA ops' schemas (csrc/binding/ck_worklist.cpp) in a test namespace, implemented in torch on the CPU, with
 # ck_worklist_layout's fakes: what the CUDA ops register, minus the kernels.
 _TEST_LIB = torch.library.Library("expandnets_ck_worklist_test", "DEF")
 _TEST_LIB.define("network_fold(Tensor[] later, Tensor[] earlier) -> Tensor")

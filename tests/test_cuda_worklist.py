@@ -44,7 +44,7 @@ def torch_network(w1s, w2s, w3s, b1s, b2s, b3s):
     return torch.cat(weights), torch.cat(biases) if biases else w2s[0].new_empty((0,))
 
 
-# The CUDA ops' schemas (csrc/binding.cpp) in a test namespace, implemented in torch on the CPU, with
+# The CUDA ops' schemas (csrc/binding/worklist.cpp) in a test namespace, implemented in torch on the CPU, with
 # worklist_layout's fake implementations and autograd: what the CUDA ops register, minus the kernels.
 _TEST_LIB = torch.library.Library("expandnets_worklist_test", "DEF")
 _TEST_LIB.define("many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor)")

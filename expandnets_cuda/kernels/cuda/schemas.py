@@ -1,4 +1,4 @@
-"""The contract between ``csrc/binding.cpp`` and this package: every op ``expandnets_cuda._C``
+"""The contract between ``csrc/binding/`` and this package: every op ``expandnets_cuda._C``
 must define, with the schema the Python side calls it by.
 
 A library built from other sources (an old build left in place, a wheel of another version)
