@@ -8,22 +8,22 @@ CUDA-graph capture read, which are pinned (the graph reads their tensors at ever
 =============================================  ==========================================  ==================
 cache                                          key                                         bound
 =============================================  ==========================================  ==================
-autotune._MEMORY (mirror of the JSON file)     device|unit spec|input shape|dtype|layout   one per measured
+backends.auto._MEMORY (mirror of the JSON file) device|unit spec|input shape|dtype|layout one per measured
                                                                                            shape (CUDA only:
                                                                                            a CPU has one pair)
-autotune._FOUND                                (device type, nonlinear)                    4
-backends._LOADED / _CHAINS, chain_backends     backend name                                registered names
-backends._KERNEL_MODE                          id of the triton_backend package            1
-composition_products._PLANS                    CL unit shape (i, a, c, o, taps)            PLAN_CACHE_SIZE
-ck_network._BIAS_PLANS                            CK unit shapes of a network, device         BIAS_PLAN_CACHE_SIZE
-triton cl_worklist_ops._WORK_LISTS             unit shapes of a network, dtype, device     WORK_LIST_CACHE_SIZE
-triton ck_worklist_ops._WORK_LISTS             fold shapes of a network, dtype, device     WORK_LIST_CACHE_SIZE
-triton cl_worklist_ops._TABLES                 parameter addresses, device                 TABLE_CACHE_SIZE (LRU)
-triton cl_worklist_ops._CAPTURED_TABLES        parameter addresses, device                 one per CUDA-graph
+backends.auto._FOUND                           (device type, nonlinear)                    4
+backends.registry._LOADED / _CHAINS            backend name                                registered names
+backends.triton_mode._KERNEL_MODE              id of the kernels.triton package            1
+compose.products._PLANS                        CL unit shape (i, a, c, o, taps)            PLAN_CACHE_SIZE
+compose.ck_network._BIAS_PLANS                 CK unit shapes of a network, device         BIAS_PLAN_CACHE_SIZE
+kernels.triton.cl_worklist_ops._WORK_LISTS     unit shapes of a network, dtype, device     WORK_LIST_CACHE_SIZE
+kernels.triton.ck_worklist_ops._WORK_LISTS     fold shapes of a network, dtype, device     WORK_LIST_CACHE_SIZE
+kernels.triton.cl_worklist_ops._TABLES         parameter addresses, device                 TABLE_CACHE_SIZE (LRU)
+kernels.triton.cl_worklist_ops._CAPTURED_TABLES parameter addresses, device                one per CUDA-graph
                                                                                            capture (kept as
                                                                                            long as the process)
 _PINNED_* (keys of the above a capture read)   as the cache they pin                       one per capture
-C++ DeviceTableCache (csrc/binding.cpp)        parameter pointers and shapes               64 / 128
+C++ DeviceTableCache (csrc/binding/)         parameter pointers and shapes               64 / 128
 =============================================  ==========================================  ==================
 
 No cache holds parameter values: a unit composes its weight afresh at every forward.

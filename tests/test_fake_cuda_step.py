@@ -29,11 +29,11 @@ def _require(backend: str) -> None:
 # form -> (expand_model's arguments, the package's ops a step runs on each backend)
 FORMS = {
     "cl+fc": (dict(strategy="cl", fc=True),
-              {"cuda": {"cuda_cl_many", "cuda_cl_many_backward", "cuda_conv2d", "cuda_conv2d_backward"},
+              {"cuda": {"cuda_cl_network", "cuda_cl_network_backward", "cuda_conv2d", "cuda_conv2d_backward"},
                "triton": {"triton_cl_network_compose", "triton_cl_network_compose_backward", "triton_conv2d",
                           "triton_conv2d_backward"}}),
     "ck": (dict(strategy="ck"),
-           {"cuda": {"cuda_ck_many_fold", "cuda_ck_many_fold_backward", "cuda_conv2d", "cuda_conv2d_backward"},
+           {"cuda": {"cuda_ck_network_fold", "cuda_ck_network_fold_backward", "cuda_conv2d", "cuda_conv2d_backward"},
             "triton": {"triton_ck_network_fold", "triton_ck_network_fold_backward", "triton_conv2d",
                        "triton_conv2d_backward"}}),
     "nonlinear-cl": (dict(strategy="cl", nonlinear=True),

@@ -17,7 +17,7 @@ PAPER = json.loads(_TABLES.read_text())
 # preset -> (compact params, ExpandNet params, layers expanded); exact, from our models.
 COUNTS = {
     "mobilenet_v1_cifar": (3_217_226, 3_943_598, 14),
-    "mobilenet_v2_cifar": (2_296_922, 3_334_462, 18),  # the paper says 3.12M: see the README
+    "mobilenet_v2_cifar": (2_296_922, 3_334_462, 18),  # the paper says 3.12M: see docs/usage.md
     "mobilenet_v1": (4_231_976, 4_958_348, 14),
     "mobilenet_v2": (3_504_872, 3_666_108, 5),
     "shufflenet_v2_x0_5": (1_366_792, 1_526_428, 20),

@@ -17,8 +17,8 @@ using at::Tensor;
 using namespace expandnets::binding;
 
 // K of every fold (later[u], earlier[u]) back to back, each (o, i, a + b - 1, a2 + b2 - 1).
-Tensor ck_many_fold(at::TensorList later, at::TensorList earlier) {
-  constexpr const char* op = "expandnets::cuda_ck_many_fold";
+Tensor ck_network_fold(at::TensorList later, at::TensorList earlier) {
+  constexpr const char* op = "expandnets::cuda_ck_network_fold";
   TORCH_CHECK(!later.empty(), op, ": no folds");
   const c10::cuda::CUDAGuard guard(later[0].device());
   Tensor k;
@@ -34,8 +34,8 @@ Tensor ck_many_fold(at::TensorList later, at::TensorList earlier) {
 
 // (d later of every fold back to back, d earlier of every fold back to back) from grad[u], the
 // gradient of fold u's K.
-std::tuple<Tensor, Tensor> ck_many_fold_backward(at::TensorList grad, at::TensorList later, at::TensorList earlier) {
-  constexpr const char* op = "expandnets::cuda_ck_many_fold_backward";
+std::tuple<Tensor, Tensor> ck_network_fold_backward(at::TensorList grad, at::TensorList later, at::TensorList earlier) {
+  constexpr const char* op = "expandnets::cuda_ck_network_fold_backward";
   TORCH_CHECK(!later.empty(), op, ": no folds");
   TORCH_CHECK(grad.size() == later.size(), op, ": one gradient per fold, got ", grad.size(), " for ", later.size(),
               " folds");
@@ -57,11 +57,11 @@ std::tuple<Tensor, Tensor> ck_many_fold_backward(at::TensorList grad, at::Tensor
 // Fake impls in the named module (see compose.cpp).
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
   m.set_python_module("expandnets_cuda.cuda_backend.ck_worklist_ops");
-  m.def("cuda_ck_many_fold(Tensor[] later, Tensor[] earlier) -> Tensor");
-  m.def("cuda_ck_many_fold_backward(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)");
+  m.def("cuda_ck_network_fold(Tensor[] later, Tensor[] earlier) -> Tensor");
+  m.def("cuda_ck_network_fold_backward(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(expandnets, CUDA, m) {
-  m.impl("cuda_ck_many_fold", &ck_many_fold);
-  m.impl("cuda_ck_many_fold_backward", &ck_many_fold_backward);
+  m.impl("cuda_ck_network_fold", &ck_network_fold);
+  m.impl("cuda_ck_network_fold_backward", &ck_network_fold_backward);
 }

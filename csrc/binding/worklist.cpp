@@ -17,9 +17,9 @@ using at::Tensor;
 using namespace expandnets::binding;
 
 // (W of every unit back to back, their biases back to back or an empty tensor without biases).
-std::tuple<Tensor, Tensor> cl_many(at::TensorList w1, at::TensorList w2, at::TensorList w3, at::TensorList b1,
+std::tuple<Tensor, Tensor> cl_network(at::TensorList w1, at::TensorList w2, at::TensorList w3, at::TensorList b1,
                                    at::TensorList b2, at::TensorList b3) {
-  constexpr const char* op = "expandnets::cuda_cl_many";
+  constexpr const char* op = "expandnets::cuda_cl_network";
   TORCH_CHECK(!w2.empty(), op, ": no units");
   const c10::cuda::CUDAGuard guard(w2[0].device());
   Tensor w, bias;
@@ -35,12 +35,12 @@ std::tuple<Tensor, Tensor> cl_many(at::TensorList w1, at::TensorList w2, at::Ten
 }
 
 // (dw1, dw2, dw3, db1, db2) back to back over the units, the bias ones empty without biases
-// (db3 is grad_bias); grad_w and grad_bias flat as cl_many returns them.
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_many_backward(const Tensor& grad_w, const Tensor& grad_bias,
+// (db3 is grad_bias); grad_w and grad_bias flat as cl_network returns them.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_network_backward(const Tensor& grad_w, const Tensor& grad_bias,
                                                                     at::TensorList w1, at::TensorList w2,
                                                                     at::TensorList w3, at::TensorList b1,
                                                                     at::TensorList b2, at::TensorList b3) {
-  constexpr const char* op = "expandnets::cuda_cl_many_backward";
+  constexpr const char* op = "expandnets::cuda_cl_network_backward";
   TORCH_CHECK(!w2.empty(), op, ": no units");
   const bool biases = !b1.empty();
   const c10::cuda::CUDAGuard guard(w2[0].device());
@@ -76,13 +76,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_many_backward(const Tensor
 // Fake impls in the named module (see compose.cpp).
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
   m.set_python_module("expandnets_cuda.cuda_backend.worklist_ops");
-  m.def("cuda_cl_many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) "
+  m.def("cuda_cl_network(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) "
         "-> (Tensor, Tensor)");
-  m.def("cuda_cl_many_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
+  m.def("cuda_cl_network_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
         "Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(expandnets, CUDA, m) {
-  m.impl("cuda_cl_many", &cl_many);
-  m.impl("cuda_cl_many_backward", &cl_many_backward);
+  m.impl("cuda_cl_network", &cl_network);
+  m.impl("cuda_cl_network_backward", &cl_network_backward);
 }

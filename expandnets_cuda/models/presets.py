@@ -89,7 +89,7 @@ PAPER_PRESETS: Dict[str, PaperPreset] = {p.name: p for p in (
     PaperPreset("mobilenet_v1_cifar", mobilenet_v1_cifar, "cl", stem_and_depthwise, (3, 32, 32),
                 paper_params=(3.22, 3.94), source="Table 2 (CIFAR-10, r=4)"),
     PaperPreset("mobilenet_v2_cifar", mobilenet_v2_cifar, "cl", stem_and_depthwise, (3, 32, 32),
-                paper_params=(2.30, 3.12), source="Table 2 (CIFAR-10, r=4); convention not recovered, see README"),
+                paper_params=(2.30, 3.12), source="Table 2 (CIFAR-10, r=4); convention not recovered, see docs/usage.md"),
     PaperPreset("mobilenet_v1", mobilenet_v1, "cl", stem_and_depthwise, (3, 224, 224),
                 source="ImageNet, authors' model definition (stem + 13 depthwise)"),
     PaperPreset("mobilenet_v2", mobilenet_v2, "cl", stem_and_first_stride2_depthwise, (3, 224, 224),

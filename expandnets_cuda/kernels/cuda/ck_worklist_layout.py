@@ -1,4 +1,4 @@
-"""How the CK work list (``expandnets::cuda_ck_many_fold`` and its backward, csrc/expandnets/ck_worklist.h)
+"""How the CK work list (``expandnets::cuda_ck_network_fold`` and its backward, csrc/expandnets/ck_worklist.h)
 lays out the folds of one level: every result kind (K; d later, d earlier) is one flat buffer with
 the folds' slices back to back in fold order (the offsets ``ck_worklist_plan`` assigns). Pure torch
 and no extension: the fake implementations and ``folds_network_of``, which makes a ``ck_network.NetworkFolds``
@@ -23,12 +23,12 @@ def folded_shape(later: Tensor, earlier: Tensor) -> Tuple[int, int, int, int]:
 
 
 def network_fold_fake(laters: Sequence[Tensor], earliers: Sequence[Tensor]) -> Tensor:
-    """The shape of ``cuda_ck_many_fold``'s result: every fold's K, flat, back to back."""
+    """The shape of ``cuda_ck_network_fold``'s result: every fold's K, flat, back to back."""
     return laters[0].new_empty((sum(math.prod(folded_shape(l, e)) for l, e in zip(laters, earliers)),))
 
 
 def network_fold_backward_fake(grads: Sequence[Tensor], laters: Sequence[Tensor], earliers: Sequence[Tensor]):
-    """The shapes of ``cuda_ck_many_fold_backward``'s results: flat d later, flat d earlier."""
+    """The shapes of ``cuda_ck_network_fold_backward``'s results: flat d later, flat d earlier."""
     return (laters[0].new_empty((sum(t.numel() for t in laters),)),
             laters[0].new_empty((sum(t.numel() for t in earliers),)))
 

@@ -1,5 +1,5 @@
 """Fake implementations of the CK work-list ops of ``expandnets_cuda._C``
-(``expandnets::cuda_ck_many_fold`` and ``cuda_ck_many_fold_backward``: csrc/expandnets/ck_worklist.h),
+(``expandnets::cuda_ck_network_fold`` and ``cuda_ck_network_fold_backward``: csrc/expandnets/ck_worklist.h),
 ``CUDA_FOLDS_MANY``, their ``ck_network.NetworkFolds``, and ``compose_ck_network``, the CUDA composer's
 ``ck_network``: all CK units of a network compose with one launch per fold level forward and two per
 level backward, whatever the number of units.
@@ -17,11 +17,11 @@ from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the
 from expandnets_cuda.compose import ck_network as ck_network
 from expandnets_cuda.kernels.cuda import ck_worklist_layout
 
-ck_network_fold = torch.ops.expandnets.cuda_ck_many_fold
-ck_network_fold_backward = torch.ops.expandnets.cuda_ck_many_fold_backward
+ck_network_fold = torch.ops.expandnets.cuda_ck_network_fold
+ck_network_fold_backward = torch.ops.expandnets.cuda_ck_network_fold_backward
 
-torch.library.register_fake("expandnets::cuda_ck_many_fold")(ck_worklist_layout.network_fold_fake)
-torch.library.register_fake("expandnets::cuda_ck_many_fold_backward")(ck_worklist_layout.network_fold_backward_fake)
+torch.library.register_fake("expandnets::cuda_ck_network_fold")(ck_worklist_layout.network_fold_fake)
+torch.library.register_fake("expandnets::cuda_ck_network_fold_backward")(ck_worklist_layout.network_fold_backward_fake)
 
 CUDA_FOLDS_MANY = ck_worklist_layout.folds_network_of(ck_network_fold, ck_network_fold_backward)
 

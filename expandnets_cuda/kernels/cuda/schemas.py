@@ -16,7 +16,7 @@ PREFIX = "cuda_"
 
 _CHAIN_ARGS = "Tensor? b1, Tensor w2, Tensor? b2, Tensor? w3, Tensor? b3, int[] pads, int[] dilation1, " \
               "int[] stride, int[] dilation, int groups, bool relu, bool exact"
-_CL_MANY_LISTS = "Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3"
+_CL_NETWORK_LISTS = "Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3"
 
 SCHEMAS: Dict[str, str] = {
     "cuda_cl_compose": "(Tensor w1, Tensor w2, Tensor w3) -> Tensor",
@@ -24,10 +24,10 @@ SCHEMAS: Dict[str, str] = {
     "cuda_cl_bias_fold": "(Tensor w2, Tensor w3, Tensor b1, Tensor b2, Tensor b3) -> Tensor",
     "cuda_ck_fold": "(Tensor later, Tensor earlier) -> Tensor",
     "cuda_ck_fold_backward": "(Tensor grad, Tensor later, Tensor earlier) -> (Tensor, Tensor)",
-    "cuda_ck_many_fold": "(Tensor[] later, Tensor[] earlier) -> Tensor",
-    "cuda_ck_many_fold_backward": "(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)",
-    "cuda_cl_many": f"({_CL_MANY_LISTS}) -> (Tensor, Tensor)",
-    "cuda_cl_many_backward": f"(Tensor grad_w, Tensor grad_bias, {_CL_MANY_LISTS}) "
+    "cuda_ck_network_fold": "(Tensor[] later, Tensor[] earlier) -> Tensor",
+    "cuda_ck_network_fold_backward": "(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)",
+    "cuda_cl_network": f"({_CL_NETWORK_LISTS}) -> (Tensor, Tensor)",
+    "cuda_cl_network_backward": f"(Tensor grad_w, Tensor grad_bias, {_CL_NETWORK_LISTS}) "
                              "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
     "cuda_conv2d": "(Tensor x, Tensor w, Tensor? b, int[] stride, int[] padding, int[] dilation, int groups, "
                    "bool exact) -> Tensor",
@@ -40,7 +40,7 @@ SCHEMAS: Dict[str, str] = {
 
 # The ops this package gives an autograd formula (torch.library.register_autograd). The others run
 # inside one of those formulas, or inside an autograd Function (the CK work-list folds: compose/ck_network.py).
-DIFFERENTIABLE = frozenset({"cuda_cl_compose", "cuda_cl_bias_fold", "cuda_ck_fold", "cuda_cl_many", "cuda_conv2d",
+DIFFERENTIABLE = frozenset({"cuda_cl_compose", "cuda_cl_bias_fold", "cuda_ck_fold", "cuda_cl_network", "cuda_conv2d",
                             "cuda_chain"})
 
 

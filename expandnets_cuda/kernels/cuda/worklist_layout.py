@@ -1,4 +1,4 @@
-"""How the work-list composition (``expandnets::cuda_cl_many``, csrc/expandnets/worklist.h) lays out
+"""How the work-list composition (``expandnets::cuda_cl_network``, csrc/expandnets/worklist.h) lays out
 many CL/FC units: each unit's tensors in the kernels' canonical shapes, and every result kind as one
 flat buffer with the units' slices back to back in unit order (the offsets ``cl_worklist_plan``
 assigns). Pure torch and no extension: the fake implementations, the autograd and the per-unit
@@ -44,7 +44,7 @@ def weight_numel(w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor):
 
 
 def network_fake(w1s, w2s, w3s, b1s, b2s, b3s):
-    """Shapes of ``cuda_cl_many``'s results: the flat weights and the flat biases (empty without)."""
+    """Shapes of ``cuda_cl_network``'s results: the flat weights and the flat biases (empty without)."""
     like = w2s[0]
     weights = like.new_empty((sum(weight_numel(*u) for u in zip(w1s, w2s, w3s)),))
     bias = like.new_empty((sum(b.numel() for b in b3s),))
@@ -52,7 +52,7 @@ def network_fake(w1s, w2s, w3s, b1s, b2s, b3s):
 
 
 def network_backward_fake(grad_w, grad_bias, w1s, w2s, w3s, b1s, b2s, b3s):
-    """Shapes of ``cuda_cl_many_backward``'s results: flat dw1, dw2, dw3, db1, db2."""
+    """Shapes of ``cuda_cl_network_backward``'s results: flat dw1, dw2, dw3, db1, db2."""
     def flat(tensors):
         return grad_w.new_empty((sum(t.numel() for t in tensors),))
     return flat(w1s), flat(w2s), flat(w3s), flat(b1s), flat(b2s)

@@ -1,5 +1,5 @@
 """Fake implementations and autograd of the work-list composition ops of ``expandnets_cuda._C``
-(``expandnets::cuda_cl_many`` and its backward: csrc/expandnets/worklist.h), and
+(``expandnets::cuda_cl_network`` and its backward: csrc/expandnets/worklist.h), and
 ``compose_cl_network``, the CUDA composer's ``cl_network``: many CL/FC units of any shapes in two
 launches forward (weights, biases) and three backward (five with biases), whatever their number.
 
@@ -15,14 +15,14 @@ import torch
 from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
 from expandnets_cuda.kernels.cuda import worklist_layout
 
-cl_network = torch.ops.expandnets.cuda_cl_many
-cl_network_backward = torch.ops.expandnets.cuda_cl_many_backward
+cl_network = torch.ops.expandnets.cuda_cl_network
+cl_network_backward = torch.ops.expandnets.cuda_cl_network_backward
 
-torch.library.register_fake("expandnets::cuda_cl_many")(worklist_layout.network_fake)
-torch.library.register_fake("expandnets::cuda_cl_many_backward")(worklist_layout.network_backward_fake)
+torch.library.register_fake("expandnets::cuda_cl_network")(worklist_layout.network_fake)
+torch.library.register_fake("expandnets::cuda_cl_network_backward")(worklist_layout.network_backward_fake)
 
 _setup_context, _backward = worklist_layout.autograd_of(cl_network_backward)
-torch.library.register_autograd("expandnets::cuda_cl_many", _backward, setup_context=_setup_context)
+torch.library.register_autograd("expandnets::cuda_cl_network", _backward, setup_context=_setup_context)
 
 
 def compose_cl_network(units):

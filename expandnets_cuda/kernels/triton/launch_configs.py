@@ -7,7 +7,7 @@ configurations each kernel can be launched with: the sm_90 compile gate
 (``tools/triton_sm90_gate.py``) compiles exactly those, and a test checks that every launch the
 wrappers make is one of them, so the gate cannot drift from what ships.
 
-Register budget (what the gate measured on sm_90, see the README): output tiles above 32x32 get
+Register budget (what the gate measured on sm_90, see docs/kernels.md): output tiles above 32x32 get
 8 warps, float64 output tiles stay 32 wide, the composition kernels' reduction edges are 16 (at
 32 the operand rows of their exact FMA dots spilled beside the accumulators) and they run
 unpipelined (COMPOSE_STAGES).
@@ -157,7 +157,7 @@ class TuneConfig:
     size: int
     num_warps: int
     num_stages: int
-    kinds: Tuple[str, ...]  # the dot kinds it fits without spilling (measured, see the README)
+    kinds: Tuple[str, ...]  # the dot kinds it fits without spilling (measured, see docs/kernels.md)
     wide_kinds: Tuple[str, ...]  # the same with 64-bit index arithmetic (WIDE), which costs registers
 
     def fits(self, kind: str, wide: bool) -> bool:
