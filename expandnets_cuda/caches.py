@@ -12,7 +12,7 @@ backends.auto._MEMORY (mirror of the JSON file) device|unit spec|input shape|dty
                                                                                            shape (CUDA only:
                                                                                            a CPU has one pair)
 backends.auto._FOUND                           (device type, nonlinear)                    4
-backends.registry._LOADED / _CHAINS            backend name                                registered names
+backends.registry._LOADED                      (stage, backend name)                       registered names
 backends.triton_mode._KERNEL_MODE              id of the kernels.triton package            1
 compose.products._PLANS                        CL unit shape (i, a, c, o, taps)            PLAN_CACHE_SIZE
 compose.ck_network._BIAS_PLANS                 CK unit shapes of a network, device         BIAS_PLAN_CACHE_SIZE
@@ -59,7 +59,7 @@ def sizes() -> Dict[str, int]:
     out: Dict[str, int] = {}
     named = {
         "backends.auto": ("_MEMORY", "_FOUND"),
-        "backends.registry": ("_LOADED", "_CHAINS"),
+        "backends.registry": ("_LOADED",),
         "backends.triton_mode": ("_KERNEL_MODE",),
         "compose.products": ("_PLANS",),
         "compose.ck_network": ("_BIAS_PLANS", "_PINNED_BIAS_PLANS"),

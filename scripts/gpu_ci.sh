@@ -35,12 +35,12 @@ assert reason is None, reason; cb.load_composer(); cb.load_convolver(); print('c
 
 PYTEST=("$PYTHON" -m pytest -q -p no:cacheprovider -rs)
 step gpu_tests "${PYTEST[@]}" -m gpu tests --junitxml="$OUT/gpu_tests.xml"
-step backend_tests "${PYTEST[@]}" -m "not gpu" tests/test_cuda_backend.py tests/test_triton_backend.py \
-  tests/test_cuda_build.py --junitxml="$OUT/backend_tests.xml"
+step backend_tests "${PYTEST[@]}" -m "not gpu" tests/kernels/cuda/test_cuda_backend.py tests/kernels/triton/test_triton_backend.py \
+  tests/kernels/cuda/test_cuda_build.py --junitxml="$OUT/backend_tests.xml"
 
 # One small call of every kernel and math path, called directly so that nothing can skip it. No
 # caching allocator: each tensor is its own allocation, so memcheck sees every overrun.
-EVERY_KERNEL=("$PYTHON" -c "import sys; sys.path[:0] = ['tests']; import test_cuda_backend as t; \
+EVERY_KERNEL=("$PYTHON" -c "import sys; sys.path[:0] = ['tests', 'tests/kernels/cuda']; import test_cuda_backend as t; \
 t.test_every_kernel_once(); print('every kernel ran')")
 FILTER=()
 if "$SANITIZER" --help 2>/dev/null | grep -q -- "--kernel-name"; then

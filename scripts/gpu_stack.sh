@@ -8,9 +8,9 @@
 #   2. builds and installs this package with its CUDA extension as a GPU user would
 #      (pip install --no-build-isolation ., sm_80 and sm_90);
 #   3. from outside the checkout, against that install: the extension loads without a GPU, defines
-#      the ops the Python side calls, with fakes and autograd (tests/test_cuda_extension.py), and
+#      the ops the Python side calls, with fakes and autograd (tests/kernels/cuda/test_cuda_extension.py), and
 #      a training step on fake CUDA tensors runs through the CUDA and Triton backends
-#      (tests/test_fake_cuda_step.py);
+#      (tests/nn/test_fake_cuda_step.py);
 #   4. the GPU session's dry run (scripts/gpu_session.sh --dry-run) and its budget;
 #   5. the whole test suite under this torch (the checkout, installed in editable mode).
 set -euo pipefail
@@ -57,7 +57,7 @@ trap 'rm -rf "$outside"' EXIT
 assert '$REPO' not in expandnets_cuda.__file__, expandnets_cuda.__file__; print('gpu_stack: loads', expandnets_cuda._C.__file__)" \
   && "$PY" -m expandnets_cuda.info | sed -n "/^CUDA extension/,/^Triton/p" | sed "\$d")
 (cd "$outside" && EXPANDNETS_TEST_INSTALLED=1 EXPANDNETS_GPU_STACK=1 "$PY" -m pytest -q -p no:cacheprovider \
-  --rootdir "$REPO" "$REPO/tests/test_cuda_extension.py" "$REPO/tests/test_fake_cuda_step.py")
+  --rootdir "$REPO" "$REPO/tests/kernels/cuda/test_cuda_extension.py" "$REPO/tests/nn/test_fake_cuda_step.py")
 "$PY" -m pip uninstall --quiet --yes expandnets_cuda  # the suite below tests the checkout
 stamp "the installed package checked"
 

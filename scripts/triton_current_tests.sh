@@ -13,8 +13,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-triton-current.txt
 "$VENV/bin/python" -c "import triton, numpy, torch; print('triton-current: triton', triton.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
-# tests/test_random_triton.py (the only one of these that reads EXPANDNETS_TEST_SCALE) draws a
+# tests/kernels/triton/test_random_triton.py (the only one of these that reads EXPANDNETS_TEST_SCALE) draws a
 # quarter of its random cases here: the full count ran under the pinned Triton already.
 EXPANDNETS_TEST_SCALE=${EXPANDNETS_TEST_SCALE:-0.25} "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/test_triton_backend.py tests/test_triton_wide_offsets.py tests/test_triton_launch_configs.py \
-  tests/test_chain_kernels.py tests/test_triton_worklist.py tests/test_ck_worklist.py tests/test_random_triton.py "$@"
+  tests/kernels/triton/test_triton_backend.py tests/kernels/triton/test_triton_wide_offsets.py tests/kernels/triton/test_triton_launch_configs.py \
+  tests/kernels/triton/test_chain_kernels.py tests/kernels/triton/test_triton_worklist.py tests/kernels/triton/test_ck_worklist.py tests/kernels/triton/test_random_triton.py "$@"

@@ -77,7 +77,7 @@ def fake_cuda():
         return caller.startswith((PACKAGE, "torch.cuda.amp.common")) or real_is_available()
 
     # What the registry loads while it believes in the GPU must not outlive that belief.
-    caches = (backends._LOADED, backends._CHAINS, autotune._FOUND)
+    caches = (backends._LOADED, autotune._FOUND)
     saved = [dict(cache) for cache in caches]
     try:
         with mock.patch("torch.cuda.is_available", is_available), \

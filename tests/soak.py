@@ -86,7 +86,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # Bounds of the caches that are not keyed by shapes (so have no bound constant of their own):
 # registered backend names, one kernel mode, no CUDA-graph capture on a CPU, and no measurement
 # where only one pair runs (a CPU: auto takes the torch pair without measuring).
-FIXED_BOUNDS = {"backends.registry._LOADED": 16, "backends.registry._CHAINS": 2,
+FIXED_BOUNDS = {"backends.registry._LOADED": 18,
                 "backends.triton_mode._KERNEL_MODE": 1, "kernels.triton.cl_worklist_ops._CAPTURED_TABLES": 0,
                 "compose.ck_network._PINNED_BIAS_PLANS": 0, "kernels.triton.cl_worklist_ops._PINNED_WORK_LISTS": 0,
                 "kernels.triton.ck_worklist_ops._PINNED_WORK_LISTS": 0}

@@ -25,10 +25,10 @@ _CONVOLVER_LOADERS: Dict[str, Callable[[], Convolver]] = {}
 _CHAIN_LOADERS: Dict[str, Callable[[], ChainRunner]] = {}
 # What ``backend="triton"``/``"cuda"`` runs for a nonlinear unit (it has no composed form).
 _CHAIN_OF: Dict[str, str] = {}
-# Loaded implementations. Plain dicts rather than functools.lru_cache: torch.compile reads a
-# dict as a guarded constant, while it warns about (and re-traces) lru_cache wrappers.
+# Loaded implementations by ("composer" | "convolver" | "chain", name). A plain dict rather than
+# functools.lru_cache: torch.compile reads a dict as a guarded constant, while it warns about (and
+# re-traces) lru_cache wrappers.
 _LOADED: Dict[Tuple[str, str], object] = {}
-_CHAINS: Dict[str, ChainRunner] = {}
 
 
 def register_composer(name: str, loader: Callable[[], Composer]) -> None:
@@ -44,7 +44,7 @@ def register_convolver(name: str, loader: Callable[[], Convolver]) -> None:
 def register_chain(name: str, loader: Callable[[], ChainRunner], chain_of: Optional[str] = None) -> None:
     """A chain backend; ``chain_of``: the backend whose name means this one for a nonlinear unit."""
     _CHAIN_LOADERS[name] = loader
-    _CHAINS.pop(name, None)
+    _LOADED.pop(("chain", name), None)
     if chain_of is not None:
         _CHAIN_OF[chain_of] = name
 
@@ -72,9 +72,10 @@ def load(kind: str, name: str):
 
 
 def load_chain(name: str) -> ChainRunner:
-    if name not in _CHAINS:
-        _CHAINS[name] = _checked(name, _CHAIN_LOADERS[name])
-    return _CHAINS[name]
+    key = ("chain", name)
+    if key not in _LOADED:
+        _LOADED[key] = _checked(name, _CHAIN_LOADERS[name])
+    return _LOADED[key]
 
 
 # --- where an implementation runs now ----------------------------------------------------------

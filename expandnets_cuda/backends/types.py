@@ -93,14 +93,24 @@ class Convolver:
 @dataclass(frozen=True)
 class ChainRunner:
     """A chain backend: ``chain`` is its chain-fused op (``layer1 -> act -> layer2 [-> act -> 1x1]``
-    in one launch), ``conv2d`` its convolution for the layers one chain launch does not cover (CK
-    deeper than two 3x3)."""
+    in one launch); ``convolver`` the same backend's convolution, for the layers one chain launch
+    does not cover (CK deeper than two 3x3). It runs where its convolver runs."""
 
     name: str
     chain: Callable
-    conv2d: Callable
-    device_types: Optional[Tuple[str, ...]] = None
-    triton_kernels: bool = False
+    convolver: Convolver
+
+    @property
+    def conv2d(self) -> Callable:
+        return self.convolver.conv2d
+
+    @property
+    def device_types(self) -> Optional[Tuple[str, ...]]:
+        return self.convolver.device_types
+
+    @property
+    def triton_kernels(self) -> bool:
+        return self.convolver.triton_kernels
 
 
 @dataclass(frozen=True)

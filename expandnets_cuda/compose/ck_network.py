@@ -2,7 +2,7 @@
 
 A CK unit is a stack of ``L`` kernels ``W_0 .. W_{L-1}`` (a kxk conv expanded into 3x3 convs);
 composing it folds them into one kernel by ``L - 1`` two-kernel folds (docs/design.md section 3),
-in the cheaper order per unit (``composition_products.ck_folds_left_first``). Every unit's
+in the cheaper order per unit (``products.ck_folds_left_first``). Every unit's
 ``s``-th fold does not depend on any other unit, so ``_ComposeCKNetwork`` runs the ``s``-th folds of
 *all* units as one call of a ``NetworkFolds`` (``forward(pairs) -> [K]``,
 ``backward(pairs, dks) -> [(d later, d earlier)]``): a work-list kernel makes that one launch
@@ -11,7 +11,7 @@ loops. The bias fold ``bias_j = tap_sum(W_j) @ bias_{j-1} + b_j`` runs per layer
 the flat concatenation of the units' vectors (a gather, a product and an ``index_add`` whose
 indices are cached per tuple of shapes), so it adds no work per unit either.
 
-Like ``composition._ComposeCK`` the Function saves the parameters only and recomputes the
+Like ``ck._ComposeCK`` the Function saves the parameters only and recomputes the
 partial kernels in backward. Double backward works with ``TORCH_FOLDS_MANY`` (the backward is
 torch ops); a kernel ``NetworkFolds`` (custom ops without an autograd formula) does not support it.
 """
@@ -280,7 +280,7 @@ def compose_ck_network(units: Sequence[Tuple[Sequence[Tensor], Optional[Sequence
     """``ck_network``: ``units`` a sequence of ``(weights, biases)`` (``weights`` the ``L >= 2``
     kernels ``(out, in, kh, kw)`` of one CK unit, ``biases`` their 1-D biases or ``None``; all
     units with biases or none, one dtype and device; ``L`` may differ) -> each unit's ``(K, b or
-    None)``, as ``composition.compose_ck`` returns them, differentiable with respect to every
+    None)``, as ``ck.compose_ck`` returns them, differentiable with respect to every
     tensor. ``folds_network``: the torch reference (default) or a backend's work-list folds."""
     if not units:
         return []

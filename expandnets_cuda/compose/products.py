@@ -210,7 +210,7 @@ def contiguous_output(t: Tensor) -> Tensor:
     """``t`` contiguous, to be returned by an autograd Function: ``.contiguous()`` only where it
     copies. Under torch.compile on torch 2.11 a Function output made by a ``.contiguous()`` that had
     nothing to do (a contiguous view of a forward-local tensor, e.g. a CK kernel with one input
-    channel) receives no gradient: its inputs silently got zeros (tests/test_compile.py)."""
+    channel) receives no gradient: its inputs silently got zeros (tests/nn/test_compile.py)."""
     return t if t.is_contiguous() else t.contiguous()
 
 
@@ -239,7 +239,7 @@ def fold_costs(shapes, left_first: bool) -> List[int]:
 
 
 def ck_partial_numels(shapes, left_first: bool) -> List[int]:
-    """Elements of the partial kernels backward needs beyond the weights (``composition._ck_partials``
+    """Elements of the partial kernels backward needs beyond the weights (``ck._ck_partials``
     ``K[1..L-2]``) for kernels ``[(out, in, k)]``."""
     numels = []
     if left_first:

@@ -15,7 +15,7 @@ from expandnets_cuda.backends import registry as backends
 Tensor = torch.Tensor
 
 
-# unit.__dict__ keys shared with ``network_composition``: the (composer name, (W_eff, b_eff))
+# unit.__dict__ keys shared with ``nn.network``: the (composer name, (W_eff, b_eff))
 # a NetworkComposition staged for this forward, per thread, and the composer the unit last ran with.
 STAGED = "_staged_composed"
 LAST_COMPOSER = "_last_composer"

@@ -86,4 +86,4 @@ def load_convolver() -> Convolver:
 def load_chain() -> ChainRunner:
     convolver = load_convolver()
     from expandnets_cuda.kernels.cuda.chain_ops import chain
-    return ChainRunner("cuda-chain", chain, convolver.conv2d, device_types=("cuda",))
+    return ChainRunner("cuda-chain", chain, convolver)

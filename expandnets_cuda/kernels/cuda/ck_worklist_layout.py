@@ -2,7 +2,7 @@
 lays out the folds of one level: every result kind (K; d later, d earlier) is one flat buffer with
 the folds' slices back to back in fold order (the offsets ``ck_worklist_plan`` assigns). Pure torch
 and no extension: the fake implementations and ``folds_network_of``, which makes a ``ck_network.NetworkFolds``
-out of the two ops, are built from it and run anywhere (tests/test_cuda_ck_worklist.py checks them
+out of the two ops, are built from it and run anywhere (tests/kernels/cuda/test_cuda_ck_worklist.py checks them
 on the CPU with torch stand-ins for the kernels behind the same schemas)."""
 from __future__ import annotations
 

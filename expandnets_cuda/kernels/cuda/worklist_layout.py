@@ -2,7 +2,7 @@
 many CL/FC units: each unit's tensors in the kernels' canonical shapes, and every result kind as one
 flat buffer with the units' slices back to back in unit order (the offsets ``cl_worklist_plan``
 assigns). Pure torch and no extension: the fake implementations, the autograd and the per-unit
-views are built from it, and it runs anywhere (tests/test_cuda_worklist.py checks it on the CPU
+views are built from it, and it runs anywhere (tests/kernels/cuda/test_cuda_worklist.py checks it on the CPU
 with a torch stand-in for the kernels behind the same schema)."""
 from __future__ import annotations
 

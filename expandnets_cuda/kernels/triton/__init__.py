@@ -39,4 +39,4 @@ def load_chain() -> ChainRunner:
         triton_mode.check_device(x)
         return chain_ops.chain(x, w1, b1, w2, b2, w3, b3, pads, dilation1, stride, dilation, groups, relu, exact)
 
-    return ChainRunner("triton-chain", chain, convolver.conv2d, device_types=("cuda",), triton_kernels=True)
+    return ChainRunner("triton-chain", chain, convolver)

@@ -18,9 +18,10 @@ from typing import List, Optional, Tuple
 
 import torch
 import triton
-import triton.language as tl
 
 from expandnets_cuda.kernels.chain_geometry import ChainGeometry, check_chain_args, geometry, like_layout  # noqa: F401
+from expandnets_cuda.kernels.triton import launch_configs as lc
+from expandnets_cuda.kernels.triton.launch_configs import acc_type
 from expandnets_cuda.kernels.triton.offsets import needs_wide_offsets
 from expandnets_cuda.kernels.triton.chain_kernels import chain_bwd_in_kernel, chain_bwd_out_kernel, chain_dgrad1_kernel, chain_fwd_kernel
 
@@ -29,11 +30,6 @@ Tensor = torch.Tensor
 # Partial weight-gradient buffers hold at most this many elements per weight (one slice per split).
 PARTIAL_BUDGET = 1 << 25
 MAX_SPLITS = 64
-
-
-def _block(n: int, cap: int) -> int:
-    """Power-of-two tile edge covering ``n``: at least 16 (``tl.dot``'s minimum), at most ``cap``."""
-    return max(16, min(cap, triton.next_power_of_2(n)))
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,7 @@ class ChainConfig:
     @property
     def maxnreg(self) -> int:
         """Registers a thread may use, stated (not left to ptxas, which trades spills for occupancy)."""
-        return min(255, 65536 // (32 * self.num_warps))
+        return lc.register_budget(self.num_warps)
 
     def launch_kwargs(self) -> dict:
         return dict(num_warps=self.num_warps, num_stages=self.num_stages, maxnreg=self.maxnreg)
@@ -87,11 +83,7 @@ def config_space(dtype: Optional[torch.dtype] = None, backward: bool = False) ->
 
 def dgrad1_blocks(MG: int, K2: int) -> Tuple[int, int]:
     """(BM, BK) of ``chain_dgrad1_kernel``: input channels x (layer-1 channel, tap) reduction."""
-    return _block(MG, 32), _block(K2, 32)
-
-
-def acc_type(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
+    return lc.block(MG, 32), lc.block(K2, 32)
 
 
 def partial_dtype(dtype: torch.dtype) -> torch.dtype:

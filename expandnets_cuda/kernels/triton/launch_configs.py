@@ -72,7 +72,7 @@ def warps_for(tile_elements: int) -> int:
 
 
 # ----------------------------------------------------------------------------- composition
-# The CL/FC chain kernels: an output tile (m x n) accumulated over a middle extent r, whose
+# The CL/FC composition kernels (a product of three matrices): an output tile (m x n) accumulated over a middle extent r, whose
 # intermediate (r x n or m x r) is itself reduced over s. Weight-sized work: one fixed rule, no
 # autotuning (the chain is launched once per step and its cost is a few microseconds).
 
@@ -82,29 +82,29 @@ def warps_for(tile_elements: int) -> int:
 COMPOSE_STAGES = 1
 
 
-def chain_tiles(m: int, n: int, r: int, s: int, dtype: torch.dtype) -> Tuple[int, int, int, int, int]:
+def cl_compose_tiles(m: int, n: int, r: int, s: int, dtype: torch.dtype) -> Tuple[int, int, int, int, int]:
     out_cap = 32 if dtype == torch.float64 else 64
     bm, bn, br, bs = block(m, out_cap), block(n, out_cap), block(r, 16), block(s, 16)
     return bm, bn, br, bs, warps_for(bm * bn)
 
 
 def cl_compose_fwd(A: int, I: int, C: int, O: int, dtype: torch.dtype) -> Launch:
-    BO, BI, BC, BA, warps = chain_tiles(O, I, C, A, dtype)
+    BO, BI, BC, BA, warps = cl_compose_tiles(O, I, C, A, dtype)
     return Launch.of(warps, COMPOSE_STAGES, BO=BO, BI=BI, BC=BC, BA=BA)
 
 
 def cl_compose_bwd_w1(A: int, I: int, C: int, O: int, dtype: torch.dtype) -> Launch:
-    BA, BI, BC, BO, warps = chain_tiles(A, I, C, O, dtype)
+    BA, BI, BC, BO, warps = cl_compose_tiles(A, I, C, O, dtype)
     return Launch.of(warps, COMPOSE_STAGES, BA=BA, BI=BI, BC=BC, BO=BO)
 
 
 def cl_compose_bwd_w2(A: int, I: int, C: int, O: int, dtype: torch.dtype) -> Launch:
-    BC, BA, BO, BI, warps = chain_tiles(C, A, O, I, dtype)
+    BC, BA, BO, BI, warps = cl_compose_tiles(C, A, O, I, dtype)
     return Launch.of(warps, COMPOSE_STAGES, BC=BC, BA=BA, BO=BO, BI=BI)
 
 
 def cl_compose_bwd_w3(A: int, I: int, C: int, O: int, dtype: torch.dtype) -> Launch:
-    BO, BC, BA, BI, warps = chain_tiles(O, C, A, I, dtype)
+    BO, BC, BA, BI, warps = cl_compose_tiles(O, C, A, I, dtype)
     return Launch.of(warps, COMPOSE_STAGES, BO=BO, BC=BC, BA=BA, BI=BI)
 
 

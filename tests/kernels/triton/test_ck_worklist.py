@@ -16,7 +16,7 @@ from expandnets_cuda.compose.ck import compose_ck
 from expandnets_cuda.compose import products
 from helpers import capture_in_cuda_graph, random_ck_unit, record_launches
 from helpers import ck_unit_tensors as _parameters, flat_composed as _flat
-from test_network_composition import NoHostSync, triton_added_launches
+from network_cases import NoHostSync, triton_added_launches
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -218,7 +218,7 @@ def test_gate_declares_every_launch_the_wrapper_can_make():
 def test_the_sm90_gate_collects_the_ck_work_list_kernels():
     import importlib.util
     import pathlib
-    path = pathlib.Path(__file__).resolve().parent.parent / "tools" / "triton_sm90_gate.py"
+    path = pathlib.Path(__file__).resolve().parents[3] / "tools" / "triton_sm90_gate.py"
     spec = importlib.util.spec_from_file_location("triton_sm90_gate", path)
     gate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gate)
@@ -254,7 +254,7 @@ def test_ck_network_step_captures_in_a_cuda_graph():
 @pytest.mark.parametrize("bias", [True, False])
 def test_compose_ck_network_compiles_without_a_graph_break(bias):
     """The bias plan reads no tensor value (its index widths come from the shapes). The second
-    unit's kernel has one input channel: torch 2.11 lost its gradient (tests/test_compile.py)."""
+    unit's kernel has one input channel: torch 2.11 lost its gradient (tests/nn/test_compile.py)."""
     ck_network._BIAS_PLANS.clear()
     units = [make_unit(channels, bias) for channels in TORCH_UNITS[:3]]
     compiled = torch.compile(ck_network.compose_ck_network, fullgraph=True, backend="aot_eager")

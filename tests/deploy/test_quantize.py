@@ -1,5 +1,5 @@
 """How hard weights are to quantize (expandnets_cuda.deploy.quantize.weight_ranges); the INT8 file
-itself is tested through the export command (tests/test_export.py)."""
+itself is tested through the export command (tests/deploy/test_export.py)."""
 import pytest
 import torch
 from torch import nn

@@ -3,7 +3,7 @@ what it must and fails where it must: on a spill, on a stack frame, on a log wit
 import importlib.util
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("cuda_ptxas_gate", ROOT / "tools" / "cuda_ptxas_gate.py")
 gate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gate)

@@ -11,7 +11,7 @@ from expandnets_cuda.models import (PAPER_PRESETS, alexnet_compact, expand_paper
                                     mobilenet_v1_cifar, mobilenet_v2, paper_preset, shufflenet_v2_x0_5)
 from helpers import assert_rel_close, randomise_bn as _randomise_bn
 
-_TABLES = pathlib.Path(__file__).resolve().parents[1] / "bench" / "paper_tables.json"
+_TABLES = pathlib.Path(__file__).resolve().parents[2] / "bench" / "paper_tables.json"
 PAPER = json.loads(_TABLES.read_text())
 
 # preset -> (compact params, ExpandNet params, layers expanded); exact, from our models.

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-HERE = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(__file__).resolve().parents[2]  # tests/, beside the harness
 sys.path.insert(0, str(HERE / "cuda_cpu"))
 import build as cuemu_build  # noqa: E402  (tests/cuda_cpu/build.py)
 

@@ -2,7 +2,7 @@
 Python side calls (kernels/cuda/schemas.py), each with a fake implementation, the differentiable
 ones with an autograd formula. Runs where ``expandnets_cuda._C`` is built (CI's GPU-stack step,
 scripts/gpu_stack.sh, fails rather than skips without it); the training step through these ops
-is tests/test_fake_cuda_step.py."""
+is tests/nn/test_fake_cuda_step.py."""
 import pathlib
 
 import pytest
@@ -10,7 +10,7 @@ import torch
 
 from fake_cuda import require_extension
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "expandnets_cuda"
+PACKAGE = pathlib.Path(__file__).resolve().parents[3] / "expandnets_cuda"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """64-bit offsets: the wrappers switch a launch to int64 index arithmetic (``WIDE``) exactly when a
 tensor it addresses spans 2**30 elements or more, and the wide kernels compute the same results.
 (That a wide kernel really does every product in int64 is checked on its compiled TTIR, by the
-sm_90 gate and by tests/test_triton_sm90_gate.py.)"""
+sm_90 gate and by tests/tools/test_triton_sm90_gate.py.)"""
 import pytest
 import torch
 

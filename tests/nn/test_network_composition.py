@@ -2,63 +2,17 @@
 units alone and as the unfused chain, launches added per step independent of depth, and a step
 free of host synchronisation (CUDA-graph ready)."""
 import contextlib
-import copy
 
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import expandnets_cuda as ec
 from bench.launches import count_step_launches
 from expandnets_cuda.nn import network as network_composition
-from helpers import REL_TOL, assert_rel_close, capture_in_cuda_graph
-
-
-def chain_net(depth: int, channels: int = 6, kernel=(3, 3)) -> nn.Module:
-    """``depth`` equal convs (so the units share one shape) and a Linear head, for 6x6 inputs."""
-    layers = []
-    for _ in range(depth):
-        layers += [nn.Conv2d(channels, channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2)), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * 6 * 6, 5))
-
-
-def mixed_net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.ReLU(),
-                         nn.Conv2d(6, 6, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(6 * 6 * 6, 7),
-                         nn.ReLU(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 4))
-
-
-def _without_composer(model: nn.Module) -> nn.Module:
-    alone = copy.deepcopy(model)
-    network_composition.install(alone).remove()
-    return alone
-
-
-def _step_grads(model, x):
-    y = model(x)
-    return y, torch.autograd.grad(y.square().sum(), list(model.parameters()))
-
-
-def _as_reference(model: nn.Module) -> nn.Module:
-    """``model``'s units as the unfused chain (a copy without the network composer)."""
-    reference = _without_composer(model)
-    for unit in reference.modules():
-        if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
-            unit.backend = "reference"
-    return reference
-
-
-def _assert_steps_match(fused: nn.Module, others, x: torch.Tensor) -> None:
-    """Two steps (the first records each unit's composer; the second composes as a network): the
-    same outputs and gradients of every parameter as each of ``others``."""
-    for step in range(2):
-        y, grads = _step_grads(fused, x)
-        for other in others:
-            y_other, grads_other = _step_grads(other, x)
-            assert_rel_close(y, y_other, REL_TOL[torch.float64], f"step {step} output")
-            for (name, _), g, g_other in zip(fused.named_parameters(), grads, grads_other):
-                assert_rel_close(g, g_other, REL_TOL[torch.float64], f"step {step} grad {name}")
+from helpers import capture_in_cuda_graph
+from network_cases import (NoHostSync, as_reference, assert_steps_match, chain_net, mixed_net,
+                           triton_added_launches, without_network_composition)
 
 
 @contextlib.contextmanager
@@ -73,29 +27,7 @@ def registered_composer(composer):
         backends._LOADED.pop(("composer", composer.name), None)
 
 
-def triton_added_launches(strategy: str, depths, channels: int, kernel, rate: float, label: str, **expand):
-    """Launches (and library ops) the Triton backend adds per training step to ``chain_net`` at each
-    depth, and at the last depth the network-composed gradients against the units composing alone."""
-    info = ec.available_backends().get("triton")
-    if info is None or not info.available:
-        pytest.skip(f"triton backend unavailable: {getattr(info, 'reason', '')}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.randn(1, channels, 6, 6, dtype=torch.float64, device=device)
-    y = torch.randint(0, 5, (1,), device=device)
-    added, library = [], []
-    for depth in depths:
-        torch.manual_seed(depth)
-        compact = chain_net(depth, channels, kernel).double().to(device)
-        fused = ec.expand_model(compact, strategy, rate, backend="triton+torch", **expand)
-        launches = count_step_launches(fused, x, y)
-        added.append(launches["launches"] - count_step_launches(compact, x, y)["launches"])
-        library.append(launches["library_ops"])
-        if depth == depths[-1]:  # the network-composed step against the units composing alone
-            _, grads = _step_grads(fused, x)
-            _, grads_alone = _step_grads(_without_composer(fused), x)
-            for (name, _), g, g_alone in zip(fused.named_parameters(), grads, grads_alone):
-                assert_rel_close(g, g_alone, REL_TOL[torch.float64], f"{label} grad {name}")
-    return added, library
+
 
 
 @pytest.mark.parametrize("strategy", ["cl", "ck"])
@@ -104,7 +36,7 @@ def test_network_composed_step_matches_units_alone_and_the_unfused_chain(strateg
     fused = ec.expand_model(mixed_net(), strategy, 2, fc=True, backend="torch").double()
     assert fused.__dict__.get("_network_composer") is not None
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-    _assert_steps_match(fused, (_without_composer(fused), _as_reference(fused)), x)
+    assert_steps_match(fused, (without_network_composition(fused), as_reference(fused)), x)
     groups = fused._network_composer.groups()
     assert sum(len(units) for _, units in groups.values()) == len(fused._network_composer.units)
     assert all(network_composition.STAGED not in unit.__dict__ for unit in fused.modules())
@@ -124,7 +56,7 @@ def counting_network_composer():
     """A composer named ``network-test`` whose ``cl_network`` records each call (and composes unit by
     unit with the torch composer, so only the routing is under test)."""
     from expandnets_cuda.backends import registry as backends
-    from expandnets_cuda.compose import cl, ck
+    from expandnets_cuda.compose import cl
     calls = []
 
     def cl_network(units):
@@ -142,7 +74,7 @@ def test_a_cl_network_composer_composes_units_of_every_shape_in_one_call(countin
     per forward, with the same outputs and gradients as the unfused chain."""
     torch.manual_seed(0)
     fused = ec.expand_model(mixed_net(), "cl", 2, fc=True, backend="network-test+torch").double()
-    _assert_steps_match(fused, (_as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
+    assert_steps_match(fused, (as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
     assert len(counting_network_composer) == 1, counting_network_composer
     assert len(counting_network_composer[0]) == 6 and len(set(counting_network_composer[0])) == 6  # all W2 shapes differ
     assert fused._network_composer.compose() == 1
@@ -153,7 +85,7 @@ def test_a_ck_network_composer_composes_every_ck_unit_in_one_call():
     """CK units of different kernel sizes (5x5: two 3x3, 7x7: three) through a composer's
     ``ck_network``: one call per forward, the unfused chain's outputs and gradients."""
     from expandnets_cuda.backends import registry as backends
-    from expandnets_cuda.compose import cl, ck
+    from expandnets_cuda.compose import ck
     calls = []
 
     def ck_network(units):
@@ -168,7 +100,7 @@ def test_a_ck_network_composer_composes_every_ck_unit_in_one_call():
                               nn.ReLU(), nn.Conv2d(6, 6, 5, padding=2), nn.Flatten(), nn.Linear(6 * 6 * 6, 3))
         torch.manual_seed(0)
         fused = ec.expand_model(model, "ck", 2, backend="ck-network-test+torch").double()
-        _assert_steps_match(fused, (_as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
+        assert_steps_match(fused, (as_reference(fused),), torch.randn(2, 3, 6, 6, dtype=torch.float64))
         assert calls == [[2, 3, 2]]
 
 
@@ -196,7 +128,7 @@ def test_launches_added_per_step_do_not_grow_with_depth(fc):
     assert two == six, f"a fused network adds {two} launches per step at depth 2 but {six} at depth 6"
     # ... while the units composing alone add launches per unit.
     x, y = torch.randn(2, 6, 6, 6), torch.randint(0, 5, (2,))
-    alone = [count_step_launches(_without_composer(ec.expand_model(chain_net(d), "cl", 2, backend="torch")), x, y)
+    alone = [count_step_launches(without_network_composition(ec.expand_model(chain_net(d), "cl", 2, backend="torch")), x, y)
              ["launches"] - count_step_launches(chain_net(d), x, y)["launches"] for d in (2, 6)]
     assert alone[1] > alone[0] > 0
 
@@ -221,17 +153,7 @@ def test_evaluation_and_units_alone_still_work():
 
 
 # --- CUDA-graph readiness: nothing in the step asks the host for a tensor's value -------------
-class NoHostSync(TorchDispatchMode):
-    """Fails on every operator that needs a tensor's value on the host (``.item()``, ``bool()``,
-    data-dependent shapes), i.e. what breaks CUDA graph capture or forces a sync."""
 
-    FORBIDDEN = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "nonzero_static", "unique",
-                 "_unique2", "masked_select", "equal", "allclose", "_assert_async"}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        assert name not in self.FORBIDDEN, f"{func} needs a value on the host (breaks CUDA graph capture)"
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("strategy", ["cl", "ck"])

@@ -7,7 +7,7 @@ import pytest
 import expandnets_cuda as ec
 from expandnets_cuda.models import mobilenet_v2_cifar, smallnet7
 
-PAPER = json.loads((pathlib.Path(__file__).resolve().parents[1] / "bench" / "paper_tables.json").read_text())
+PAPER = json.loads((pathlib.Path(__file__).resolve().parents[2] / "bench" / "paper_tables.json").read_text())
 
 EXPECTED_PARAMS = {
     ("cl", 2): 562_954, ("cl", 4): 2_171_554, ("cl", 8): 8_578_066,

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import python_ref as pr
 from helpers import assert_rel_close
-from test_fused_conv import CASES
+from conv_cases import CASES
 
 TOL = 1e-12
 

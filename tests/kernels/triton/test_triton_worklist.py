@@ -15,7 +15,7 @@ from bench.launches import DispatchCounter
 from expandnets_cuda.compose.cl import compose_cl
 from helpers import capture_in_cuda_graph, random_cl_unit, record_launches
 from helpers import cl_unit_tensors as _parameters, flat_composed as _flat
-from test_network_composition import NoHostSync
+from network_cases import NoHostSync
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
 from tools import cl_worklist_gate  # noqa: E402

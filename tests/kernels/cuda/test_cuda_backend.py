@@ -3,7 +3,7 @@
 Every kernel test is marked ``gpu`` (skipped without CUDA) and is also skipped, with the reason,
 where the extension ``expandnets_cuda._C`` is not built. The unmarked tests at the end run
 anywhere: they check that the backend says why it cannot run instead of failing at import.
-Shapes mirror tests/test_triton_backend.py (dense, grouped, depthwise, non-square taps, rates that
+Shapes mirror tests/kernels/triton/test_triton_backend.py (dense, grouped, depthwise, non-square taps, rates that
 round, FC and CK folds, every gradient) plus cases wider than one tile and split weight gradients.
 """
 import subprocess

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("triton", reason="the gate needs `pip install triton`")
 from tools import gate_specs  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "triton_sm90_gate.py"
 
 
