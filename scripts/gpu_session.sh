@@ -5,7 +5,7 @@
 #   bash scripts/gpu_session.sh --phase 2    the benchmarks whose JSON/PNG are committed under bench/results/
 #   bash scripts/gpu_session.sh              both, one after the other (a GPU of one's own)
 #   bash scripts/gpu_session.sh --dry-run    HERE, without a GPU (in the GPU-stack venv that
-#       scripts/gpu_stack.sh makes): every step that needs no device (build, load, collect the GPU
+#       tools/gpu_stack.sh makes): every step that needs no device (build, load, collect the GPU
 #       tests, plan the benchmarks), then each phase's budget; fails if a phase would not fit.
 # Logs and results go to $OUT (default ./gpu_session_out). The image has every package the
 # session needs (scripts/gpu_deps.sh checks; what it would carry goes in .whl/, installed here).

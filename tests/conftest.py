@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
 
 sys.path.insert(0, os.path.dirname(__file__))  # helpers
 # The checkout first (its package, python_ref and bench), unless the tests are to check an
-# installed expandnets_cuda (scripts/gpu_stack.sh runs some against the wheel it built).
+# installed expandnets_cuda (tools/gpu_stack.sh runs some against the wheel it built).
 if os.environ.get("EXPANDNETS_TEST_INSTALLED") != "1":
     sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 

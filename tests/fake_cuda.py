@@ -32,7 +32,7 @@ from expandnets_cuda.backends import registry as backends
 DEVICE = torch.device("cuda:0")
 PACKAGE = "expandnets_cuda"
 # What needs a CUDA build of torch (these fakes) or the built extension skips without them; in CI's
-# GPU-stack step (scripts/gpu_stack.sh) this is set and their absence fails instead.
+# GPU-stack step (tools/gpu_stack.sh) this is set and their absence fails instead.
 GPU_STACK = os.environ.get("EXPANDNETS_GPU_STACK") == "1"
 
 
@@ -41,14 +41,14 @@ def require_cuda_torch() -> None:
         if GPU_STACK:
             pytest.fail(f"EXPANDNETS_GPU_STACK=1 but torch {torch.__version__} is a CPU build")
         pytest.skip(f"fake CUDA tensors need a CUDA build of torch (this is {torch.__version__}); "
-                    "scripts/gpu_stack.sh runs these in one")
+                    "tools/gpu_stack.sh runs these in one")
 
 
 def require_extension() -> None:
     if importlib.util.find_spec("expandnets_cuda._C") is None:
         if GPU_STACK:
             pytest.fail("EXPANDNETS_GPU_STACK=1 but expandnets_cuda._C is not built")
-        pytest.skip("the CUDA extension is not built here (scripts/gpu_stack.sh builds it against a CUDA torch)")
+        pytest.skip("the CUDA extension is not built here (tools/gpu_stack.sh builds it against a CUDA torch)")
 
 
 class OpLog(TorchDispatchMode):

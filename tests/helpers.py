@@ -154,7 +154,7 @@ def flat_composed(composed) -> list:
 # Randomised tests at scale (tests/test_random_*.py, test_fuzz_inputs.py, test_soak.py): one seed
 # per pytest run, drawn fresh unless EXPANDNETS_TEST_SEED replays one (the header prints it), and
 # case counts scaled by EXPANDNETS_TEST_SCALE (1.0 in the README's test command; the second pass of
-# the suite under torch 2.11 in scripts/gpu_stack.sh runs a quarter).
+# the suite under torch 2.11 in tools/gpu_stack.sh runs a quarter).
 def _run_seed() -> int:
     import os
     import random

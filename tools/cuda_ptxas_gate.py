@@ -8,7 +8,7 @@ on any spill or on any nonzero stack frame (a stack frame lives in local memory:
 
     python3 tools/cuda_ptxas_gate.py                     compile and check (NVCC=..., JOBS=... override)
     python3 tools/cuda_ptxas_gate.py --logs DIR          check nvcc logs already written (*.log in DIR;
-                                                           scripts/build_cuda_check.sh does this)
+                                                           tools/build_cuda_check.sh does this)
     python3 tools/cuda_ptxas_gate.py --json PATH         where the JSON goes (default build/cuda_ptxas_gate.json)
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARCHS = ("80", "90")
-# The flags of scripts/build_cuda_check.sh (torch's extension flags, warnings as errors) plus -v to ptxas.
+# The flags of tools/build_cuda_check.sh (torch's extension flags, warnings as errors) plus -v to ptxas.
 NVCC_FLAGS = ["-std=c++20", "-O3", "-Icsrc",
               *[f for arch in ARCHS for f in ("-gencode", f"arch=compute_{arch},code=sm_{arch}")],
               "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",

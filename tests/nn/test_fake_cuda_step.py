@@ -6,7 +6,7 @@ Checked: the package's ops that run forward and backward (so nothing fell back t
 convolution), and that the output and every parameter's gradient have the shape, dtype and
 strides the same step gives through torch's own ops (backend ``torch``; the unfused chain for a
 nonlinear unit). Needs a CUDA build of torch, and for the CUDA backend the built extension:
-CI's GPU-stack step (scripts/gpu_stack.sh) has both, and there their absence fails.
+CI's GPU-stack step (tools/gpu_stack.sh) has both, and there their absence fails.
 """
 import importlib.util
 

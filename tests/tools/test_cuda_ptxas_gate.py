@@ -1,4 +1,4 @@
-"""The ptxas gate (tools/cuda_ptxas_gate.py, run by scripts/build_cuda_check.sh in CI) reads
+"""The ptxas gate (tools/cuda_ptxas_gate.py, run by tools/build_cuda_check.sh in CI) reads
 what it must and fails where it must: on a spill, on a stack frame, on a log without figures."""
 import importlib.util
 import pathlib
@@ -48,5 +48,5 @@ def test_a_kernel_without_figures_is_a_violation(tmp_path):
 
 
 def test_build_check_runs_the_gate_on_its_logs():
-    script = (ROOT / "scripts" / "build_cuda_check.sh").read_text()
+    script = (ROOT / "tools" / "build_cuda_check.sh").read_text()
     assert "-Xptxas -v" in script and "tools/cuda_ptxas_gate.py --logs" in script

@@ -1,5 +1,5 @@
 """Cheap checks that the CUDA build stays wired up: every kernel source is compiled by CI's nvcc
-check (scripts/build_cuda_check.sh, run from .ci/run before the tests), by setup.py and by CMake,
+check (tools/build_cuda_check.sh, run from .ci/run before the tests), by setup.py and by CMake,
 and no kernel depends on torch headers (CI compiles them with nvcc alone)."""
 import pathlib
 import re
@@ -14,15 +14,15 @@ def test_there_are_kernel_sources():
 
 
 def test_build_check_covers_every_kernel_source():
-    listed = subprocess.run(["bash", "scripts/build_cuda_check.sh", "--list"], cwd=ROOT, check=True,
+    listed = subprocess.run(["bash", "tools/build_cuda_check.sh", "--list"], cwd=ROOT, check=True,
                             capture_output=True, text=True, timeout=60).stdout.split()
     assert listed == KERNEL_SOURCES
 
 
 def test_ci_compiles_kernels_before_the_tests():
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-             if line.strip().startswith("bash scripts/")]
-    assert steps.index("bash scripts/build_cuda_check.sh") < steps.index("bash scripts/run_tests.sh")
+             if line.strip().startswith(("bash scripts/", "bash tools/"))]
+    assert steps.index("bash tools/build_cuda_check.sh") < steps.index("bash scripts/run_tests.sh")
 
 
 def test_setup_and_cmake_glob_the_kernel_sources():

@@ -1,7 +1,7 @@
 """The built CUDA extension, loaded on a machine without a GPU: it defines exactly the ops the
 Python side calls (kernels/cuda/schemas.py), each with a fake implementation, the differentiable
 ones with an autograd formula. Runs where ``expandnets_cuda._C`` is built (CI's GPU-stack step,
-scripts/gpu_stack.sh, fails rather than skips without it); the training step through these ops
+tools/gpu_stack.sh, fails rather than skips without it); the training step through these ops
 is tests/nn/test_fake_cuda_step.py."""
 import pathlib
 

@@ -5,8 +5,8 @@
 # ptxas reports every kernel's registers, spills and stack frame (-Xptxas -v); the gate
 # tools/cuda_ptxas_gate.py reads those logs, prints the table, writes build/cuda_ptxas_gate.json
 # and fails on any spill or stack frame.
-#   bash scripts/build_cuda_check.sh           compile everything (NVCC=..., JOBS=... override)
-#   bash scripts/build_cuda_check.sh --list    print the files it would compile, and stop
+#   bash tools/build_cuda_check.sh           compile everything (NVCC=..., JOBS=... override)
+#   bash tools/build_cuda_check.sh --list    print the files it would compile, and stop
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
