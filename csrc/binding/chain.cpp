@@ -140,7 +140,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> chain_backwar
 
 // Fake impls in the named module (see compose.cpp).
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
-  m.set_python_module("expandnets_cuda.cuda_backend.chain_ops");
+  m.set_python_module("expandnets_cuda.kernels.cuda.chain_ops");
   m.def("cuda_chain(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, Tensor? w3, Tensor? b3, int[] pads, "
         "int[] dilation1, int[] stride, int[] dilation, int groups, bool relu, bool exact) -> Tensor");
   m.def("cuda_chain_backward(Tensor grad, Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, Tensor? w3, "

@@ -56,7 +56,7 @@ std::tuple<Tensor, Tensor> ck_network_fold_backward(at::TensorList grad, at::Ten
 
 // Fake impls in the named module (see compose.cpp).
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
-  m.set_python_module("expandnets_cuda.cuda_backend.ck_worklist_ops");
+  m.set_python_module("expandnets_cuda.kernels.cuda.ck_worklist_ops");
   m.def("cuda_ck_network_fold(Tensor[] later, Tensor[] earlier) -> Tensor");
   m.def("cuda_ck_network_fold_backward(Tensor[] grad, Tensor[] later, Tensor[] earlier) -> (Tensor, Tensor)");
 }

@@ -104,7 +104,7 @@ std::tuple<Tensor, Tensor> ck_fold_backward(const Tensor& grad, const Tensor& la
 // A fragment: the Triton backend defines its ops in the same namespace from Python. It names the
 // Python module holding these ops' fake impls, which torch imports when it needs them.
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
-  m.set_python_module("expandnets_cuda.cuda_backend.compose_ops");
+  m.set_python_module("expandnets_cuda.kernels.cuda.compose_ops");
   m.def("cuda_cl_compose(Tensor w1, Tensor w2, Tensor w3) -> Tensor");
   m.def("cuda_cl_compose_backward(Tensor grad, Tensor w1, Tensor w2, Tensor w3) -> (Tensor, Tensor, Tensor)");
   m.def("cuda_cl_bias_fold(Tensor w2, Tensor w3, Tensor b1, Tensor b2, Tensor b3) -> Tensor");

@@ -102,7 +102,7 @@ std::tuple<Tensor, Tensor, Tensor> conv2d_backward(const Tensor& dy, const Tenso
 
 // Fake impls in the named module (see compose.cpp).
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
-  m.set_python_module("expandnets_cuda.cuda_backend.conv_ops");
+  m.set_python_module("expandnets_cuda.kernels.cuda.conv_ops");
   m.def("cuda_conv2d(Tensor x, Tensor w, Tensor? b, int[] stride, int[] padding, int[] dilation, int groups, "
         "bool exact) -> Tensor");
   m.def("cuda_conv2d_backward(Tensor grad, Tensor x, Tensor w, bool has_bias, int[] stride, int[] padding, "

@@ -75,7 +75,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> cl_network_backward(const Ten
 
 // Fake impls in the named module (see compose.cpp).
 TORCH_LIBRARY_FRAGMENT(expandnets, m) {
-  m.set_python_module("expandnets_cuda.cuda_backend.worklist_ops");
+  m.set_python_module("expandnets_cuda.kernels.cuda.worklist_ops");
   m.def("cuda_cl_network(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) "
         "-> (Tensor, Tensor)");
   m.def("cuda_cl_network_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "

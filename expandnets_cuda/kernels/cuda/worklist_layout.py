@@ -6,36 +6,17 @@ views are built from it, and it runs anywhere (tests/kernels/cuda/test_cuda_work
 with a torch stand-in for the kernels behind the same schema)."""
 from __future__ import annotations
 
-import math
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-
-class CanonicalUnit(NamedTuple):
-    """One unit as the kernels read it: W1 (G, A, I), W2 (G, C, A, T), W3 (G, O, C), biases (G, A),
-    (G, C), (G, O) or None; ``weight_shape``: what its composed weight is viewed as."""
-
-    w1: torch.Tensor
-    w2: torch.Tensor
-    w3: torch.Tensor
-    b1: Optional[torch.Tensor]
-    b2: Optional[torch.Tensor]
-    b3: Optional[torch.Tensor]
-    weight_shape: Tuple[int, ...]
+from expandnets_cuda.compose.cl import ClOperands, cl_operands
 
 
-def canonical_unit(w1, b1, w2, b2, w3, b3, groups: int) -> CanonicalUnit:
-    """``cl``'s arguments (w1 (g*a, i, 1, 1), w2 (g*c, a, *taps), w3 (g*o, c, 1, 1); FC as 1x1 taps or
-    2-D) in the kernels' shapes; views where the tensors are contiguous, so their pointers stay."""
-    g = groups
-    a, i = w1.shape[0] // g, w1.shape[1]
-    c, taps = w2.shape[0] // g, tuple(w2.shape[2:])
-    o = w3.shape[0] // g
-    t = math.prod(taps)
-    biases = (None, None, None) if b1 is None else tuple(b.reshape(g, -1).contiguous() for b in (b1, b2, b3))
-    return CanonicalUnit(w1.reshape(g, a, i).contiguous(), w2.reshape(g, c, a, t).contiguous(),
-                         w3.reshape(g, o, c).contiguous(), *biases, (g * o, i, *taps))
+def canonical_unit(w1, b1, w2, b2, w3, b3, groups: int) -> ClOperands:
+    """``cl``'s arguments in the kernels' shapes (``compose.cl.cl_operands``), contiguous: views
+    where the tensors are contiguous, so their pointers stay."""
+    return cl_operands(w1, b1, w2, b2, w3, b3, groups, contiguous=True)
 
 
 def weight_numel(w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor):

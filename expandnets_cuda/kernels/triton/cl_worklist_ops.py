@@ -30,6 +30,7 @@ import torch
 import triton
 
 from expandnets_cuda import caches
+from expandnets_cuda.compose.cl import cl_operands
 from expandnets_cuda.kernels.triton import cl_worklist as kernels
 from expandnets_cuda.kernels.triton import launch_configs as lc
 from expandnets_cuda.kernels.triton import offsets
@@ -314,34 +315,24 @@ def _backward(ctx, grad_w, grad_b):
 cl_network_compose.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _canonical(w1, b1, w2, b2, w3, b3, groups: int):
-    g = groups
-    a, i = w1.shape[0] // g, w1.shape[1]
-    c, _, kh, kw = w2.shape[0] // g, *w2.shape[1:]
-    o = w3.shape[0] // g
-    weights = (w1.reshape(g, a, i), w2.reshape(g, c, a, kh * kw), w3.reshape(g, o, c))
-    biases = None if b1 is None else (b1.reshape(g, a), b2.reshape(g, c), b3.reshape(g, o))
-    return weights, biases, (g * o, i, kh, kw)
-
-
 def compose_cl_network(units: Sequence[tuple]) -> List[Tuple[Tensor, Optional[Tensor]]]:
     """``cl_network``: ``units`` a sequence of ``cl`` argument tuples ``(w1, b1, w2, b2, w3, b3, groups)``
     (``w1 (g*a, i, 1, 1)``, ``w2 (g*c, a, kh, kw)``, ``w3 (g*o, c, 1, 1)``, biases 1-D or all
     None; one dtype and device) -> each unit's ``(W (g*o, i, kh, kw), b (g*o,) or None)``, as
-    ``composer.compose_cl`` returns them, differentiable with respect to every tensor."""
+    a composer's ``cl`` returns them, differentiable with respect to every tensor."""
     if not units:
         return []
-    canon = [_canonical(*unit) for unit in units]
-    with_bias = [biases is not None for _, biases, _ in canon]
+    canon = [cl_operands(*unit) for unit in units]
+    with_bias = [c.b1 is not None for c in canon]
     if any(with_bias) and not all(with_bias):
         raise ValueError("cl_network: the units must all have biases or all have none")
-    dtypes = {(w.dtype, w.device) for weights, _, _ in canon for w in weights}
+    dtypes = {(w.dtype, w.device) for c in canon for w in (c.w1, c.w2, c.w3)}
     if len(dtypes) != 1:
         raise ValueError(f"cl_network: the units must share one dtype and device, got {sorted(map(str, dtypes))}")
-    w1s, w2s, w3s = ([weights[k] for weights, _, _ in canon] for k in range(3))
-    b1s, b2s, b3s = ([biases[k] for _, biases, _ in canon] if all(with_bias) else [] for k in range(3))
+    w1s, w2s, w3s = ([c[k] for c in canon] for k in range(3))
+    b1s, b2s, b3s = ([c[k] for c in canon] if all(with_bias) else [] for k in range(3, 6))
     flat_w, flat_b = cl_network_compose(w1s, w2s, w3s, b1s, b2s, b3s)
-    out_shapes = [shape for _, _, shape in canon]
+    out_shapes = [c.weight_shape for c in canon]
     weights = [chunk.view(shape) for chunk, shape in zip(flat_w.split([math.prod(s) for s in out_shapes]), out_shapes)]
     if not all(with_bias):
         return [(w, None) for w in weights]

@@ -72,3 +72,17 @@ def test_every_launcher_is_instantiated_for_its_dtypes():
             missing = [name for name in declared if f"{name}<T>(" not in text]
             assert not missing, f"{path.name} does not instantiate {missing}"
         assert seen == dtypes, header
+
+
+def test_every_op_family_names_a_python_module_of_the_package():
+    # torch imports the module a TORCH_LIBRARY fragment names for the op's fake implementation and
+    # refuses a fake registered from any other module: a stale path breaks FakeTensor and compile.
+    named = {}
+    for source in sorted((ROOT / "csrc" / "binding").glob("*.cpp")):
+        for module in re.findall(r'set_python_module\("([\w.]+)"\)', source.read_text()):
+            named[source.name] = module
+    assert len(named) >= 5, named
+    for source, module in named.items():
+        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        assert path.is_file(), f"{source} names {module}, which is not a module of the package"
+        assert "torch.library.register_fake" in path.read_text(), f"{module} registers no fake implementation"

@@ -15,6 +15,7 @@ from bench.launches import DispatchCounter
 from expandnets_cuda.compose.cl import compose_cl
 from helpers import capture_in_cuda_graph, random_cl_unit, record_launches
 from helpers import cl_unit_tensors as _parameters, flat_composed as _flat
+from expandnets_cuda.compose.cl import cl_operands
 from network_cases import NoHostSync
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs `pip install triton`")
@@ -132,8 +133,8 @@ def test_wide_offsets_give_the_same_result(monkeypatch, launches):
 
 def test_ops_pass_opcheck():
     units = [make_unit(*shape, bias=True) for shape in MANY[:2]]
-    canon = [cl_worklist_ops._canonical(*unit) for unit in units]
-    args = tuple([c[j][k].detach() for c in canon] for j in (0, 1) for k in range(3))
+    canon = [cl_operands(*unit) for unit in units]
+    args = tuple([c[k].detach() for c in canon] for k in range(6))
     torch.library.opcheck(cl_worklist_ops.cl_network_compose, args, test_utils=("test_schema", "test_faketensor"))
 
 
