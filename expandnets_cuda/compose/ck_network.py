@@ -6,13 +6,13 @@ in the cheaper order per unit (``products.ck_folds_left_first``). Every unit's
 ``s``-th fold does not depend on any other unit, so ``_ComposeCKNetwork`` runs the ``s``-th folds of
 *all* units as one call of a ``NetworkFolds`` (``forward(pairs) -> [K]``,
 ``backward(pairs, dks) -> [(d later, d earlier)]``): a work-list kernel makes that one launch
-per level (``kernels/triton/ck_worklist_ops.py``), the torch reference ``TORCH_FOLDS_MANY``
+per level (``kernels/triton/ck_worklist_ops.py``), the torch reference ``TORCH_NETWORK_FOLDS``
 loops. The bias fold ``bias_j = tap_sum(W_j) @ bias_{j-1} + b_j`` runs per layer index over
 the flat concatenation of the units' vectors (a gather, a product and an ``index_add`` whose
 indices are cached per tuple of shapes), so it adds no work per unit either.
 
 Like ``ck._ComposeCK`` the Function saves the parameters only and recomputes the
-partial kernels in backward. Double backward works with ``TORCH_FOLDS_MANY`` (the backward is
+partial kernels in backward. Double backward works with ``TORCH_NETWORK_FOLDS`` (the backward is
 torch ops); a kernel ``NetworkFolds`` (custom ops without an autograd formula) does not support it.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _torch_backward(pairs, dks):
     return [products.fold_backward(later, earlier, dk) for (later, earlier), dk in zip(pairs, dks)]
 
 
-TORCH_FOLDS_MANY = NetworkFolds(_torch_forward, _torch_backward)
+TORCH_NETWORK_FOLDS = NetworkFolds(_torch_forward, _torch_backward)
 
 
 # ------------------------------------------------------------------------------------ biases
@@ -276,7 +276,7 @@ def _unpack(tensors, layers, has_bias):
 
 
 def compose_ck_network(units: Sequence[Tuple[Sequence[Tensor], Optional[Sequence[Tensor]]]],
-                    folds_network: NetworkFolds = TORCH_FOLDS_MANY) -> List[Tuple[Tensor, Optional[Tensor]]]:
+                    folds_network: NetworkFolds = TORCH_NETWORK_FOLDS) -> List[Tuple[Tensor, Optional[Tensor]]]:
     """``ck_network``: ``units`` a sequence of ``(weights, biases)`` (``weights`` the ``L >= 2``
     kernels ``(out, in, kh, kw)`` of one CK unit, ``biases`` their 1-D biases or ``None``; all
     units with biases or none, one dtype and device; ``L`` may differ) -> each unit's ``(K, b or

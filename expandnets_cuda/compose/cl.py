@@ -1,6 +1,7 @@
 """CL composition: ``W[:, :, y, x] = W3 @ W2[:, :, y, x] @ W1`` per group, and its backward."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -33,10 +34,7 @@ def cl_operands(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tenso
     a, i = w1.shape[0] // g, w1.shape[1]
     c, taps = w2.shape[0] // g, tuple(w2.shape[2:])
     o = w3.shape[0] // g
-    t = 1
-    for n in taps:
-        t *= n
-    shaped = [w1.reshape(g, a, i), w2.reshape(g, c, a, t), w3.reshape(g, o, c)]
+    shaped = [w1.reshape(g, a, i), w2.reshape(g, c, a, math.prod(taps)), w3.reshape(g, o, c)]
     shaped += [None] * 3 if b1 is None else [b1.reshape(g, a), b2.reshape(g, c), b3.reshape(g, o)]
     if contiguous:
         shaped = [x.contiguous() if x is not None else None for x in shaped]

@@ -25,10 +25,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from expandnets_cuda.compose import Composed
 from expandnets_cuda.nn.unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
 
 Tensor = torch.Tensor
-Composed = Tuple[Tensor, Optional[Tensor]]
 
 
 def _strategy(unit: FusedUnit) -> str:
@@ -36,11 +36,11 @@ def _strategy(unit: FusedUnit) -> str:
 
 
 def _uses_cl_network(unit: FusedUnit, composer) -> bool:
-    return getattr(composer, "cl_network", None) is not None and _strategy(unit) in ("cl", "fc")
+    return composer.cl_network is not None and _strategy(unit) in ("cl", "fc")
 
 
 def _uses_ck_network(unit: FusedUnit, composer) -> bool:
-    return getattr(composer, "ck_network", None) is not None and _strategy(unit) == "ck"
+    return composer.ck_network is not None and _strategy(unit) == "ck"
 
 
 def _group_key(unit: FusedUnit, composer) -> tuple:
@@ -59,7 +59,7 @@ CPU_BATCH_MAX_PARAMS = 1 << 17
 
 def _batchable(unit: FusedUnit, composer) -> bool:
     """CL/FC composition batches over groups, so equal units concatenate along that dimension."""
-    if not getattr(composer, "batches_groups", False) or _strategy(unit) not in ("cl", "fc"):
+    if not composer.batches_groups or _strategy(unit) not in ("cl", "fc"):
         return False
     weight = unit.layers[0].weight
     return weight.device.type != "cpu" or sum(p.numel() for p in unit.layers.parameters()) <= CPU_BATCH_MAX_PARAMS

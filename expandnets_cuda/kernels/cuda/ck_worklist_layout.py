@@ -11,7 +11,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from expandnets_cuda.compose import ck_network as ck_network
+from expandnets_cuda.compose import ck_network
 
 Tensor = torch.Tensor
 

@@ -48,7 +48,7 @@ def split_like(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> List[torc
 
 
 def autograd_of(network_backward: Callable):
-    """``(setup_context, backward)`` for ``torch.library.register_autograd`` of the many-units op, with
+    """``(setup_context, backward)`` for ``torch.library.register_autograd`` of the network-composition op, with
     ``network_backward(grad_w, grad_bias, w1s, ..., b3s) -> flat (dw1, dw2, dw3, db1, db2)``: saves only
     the inputs; every input's gradient is a view of one flat buffer (db3 is grad_bias itself)."""
     def setup_context(ctx, inputs, output):
@@ -68,8 +68,8 @@ def autograd_of(network_backward: Callable):
     return setup_context, backward
 
 
-def compose_units(units, many: Callable) -> List[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """``Composer.cl_network`` over ``many(w1s, w2s, w3s, b1s, b2s, b3s) -> (flat W, flat bias)`` (the
+def compose_units(units, network_op: Callable) -> List[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """``Composer.cl_network`` over ``network_op(w1s, w2s, w3s, b1s, b2s, b3s) -> (flat W, flat bias)`` (the
     op, differentiable): ``units`` as ``cl``'s argument tuples, all with biases or all without; the
     list of ``(W_eff, b_eff or None)``, views of the op's two flat results."""
     canon = [canonical_unit(*unit) for unit in units]
@@ -80,7 +80,7 @@ def compose_units(units, many: Callable) -> List[Tuple[torch.Tensor, Optional[to
         raise ValueError("cl_network: the units must all have biases or all have none")
     lists = [[getattr(u, name) for u in canon] for name in ("w1", "w2", "w3")]
     lists += [[getattr(u, name) for u in canon] if biases else [] for name in ("b1", "b2", "b3")]
-    flat_w, flat_b = many(*lists)
+    flat_w, flat_b = network_op(*lists)
     weights = flat_w.split([weight_numel(u.w1, u.w2, u.w3) for u in canon])
     out_biases = flat_b.split([u.b3.numel() for u in canon]) if biases else [None] * len(canon)
     return [(w.view(u.weight_shape), b) for w, b, u in zip(weights, out_biases, canon)]

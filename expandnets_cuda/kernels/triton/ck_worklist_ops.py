@@ -1,6 +1,6 @@
 """One CK fold level of many units by one launch forward, two backward (``ck_worklist``).
 
-``TRITON_FOLDS_MANY`` is the ``ck_network.NetworkFolds`` of these ops and ``compose_ck_network(units)``
+``TRITON_NETWORK_FOLDS`` is the ``ck_network.NetworkFolds`` of these ops and ``compose_ck_network(units)``
 the Triton composer's ``ck_network``: all CK units of a network compose with ``L - 1`` forward
 launches and ``L - 2`` (recomputed partials) + ``2 (L - 1)`` backward launches, ``L`` the
 deepest unit's layer count, whatever the number of units.
@@ -26,7 +26,7 @@ import torch
 import triton
 
 from expandnets_cuda import caches
-from expandnets_cuda.compose import ck_network as ck_network
+from expandnets_cuda.compose import ck_network
 from expandnets_cuda.kernels.triton import ck_worklist as kernels
 from expandnets_cuda.kernels.triton import cl_worklist_ops
 from expandnets_cuda.kernels.triton import launch_configs as lc
@@ -219,10 +219,10 @@ def fold_network_backward(pairs: Sequence[Tuple[Tensor, Tensor]], dks: Sequence[
     return list(zip(_split(d_later, [t.shape for t in laters]), _split(d_earlier, [t.shape for t in earliers])))
 
 
-TRITON_FOLDS_MANY = ck_network.NetworkFolds(fold_network, fold_network_backward)
+TRITON_NETWORK_FOLDS = ck_network.NetworkFolds(fold_network, fold_network_backward)
 
 
 def compose_ck_network(units) -> List[Tuple[Tensor, Tensor]]:
     """``ck_network``: ``units`` a sequence of ``(weights, biases or None)`` -> each unit's ``(K, b or None)``
     (``ck_network.compose_ck_network`` with the work-list folds; no double backward)."""
-    return ck_network.compose_ck_network(units, TRITON_FOLDS_MANY)
+    return ck_network.compose_ck_network(units, TRITON_NETWORK_FOLDS)

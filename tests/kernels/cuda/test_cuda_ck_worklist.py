@@ -5,7 +5,7 @@ folds of every CK unit at one fold level in one launch forward and two backward,
 The layout tests run anywhere: the CUDA ops' schemas are registered in a test namespace with torch
 stand-ins for the kernels and the fake implementations of ``ck_worklist_layout``, and the
 ``NetworkFolds`` that ``ck_worklist_layout.folds_network_of`` makes of them drives
-``ck_network.compose_ck_network``, as ``CUDA_FOLDS_MANY`` does with the real ops. The kernel tests are
+``ck_network.compose_ck_network``, as ``CUDA_NETWORK_FOLDS`` does with the real ops. The kernel tests are
 marked ``gpu`` and skip, with the reason, without CUDA or the built extension; the kernels
 themselves also run on the CPU in tests/cuda_cpu/check_ck_worklist.cpp."""
 import math
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from expandnets_cuda.compose import ck_network as ck_network
+from expandnets_cuda.compose import ck_network
 from expandnets_cuda.compose.ck import compose_ck
 from expandnets_cuda.kernels import cuda as cuda_backend
 from expandnets_cuda.compose import products
@@ -94,7 +94,7 @@ torch.library.register_fake("expandnets_ck_worklist_test::network_fold_backward"
                             ck_worklist_layout.network_fold_backward_fake, lib=_TEST_LIB)
 TEST_FOLD = torch.ops.expandnets_ck_worklist_test.network_fold
 TEST_FOLD_BACKWARD = torch.ops.expandnets_ck_worklist_test.network_fold_backward
-TEST_FOLDS_MANY = ck_worklist_layout.folds_network_of(TEST_FOLD, TEST_FOLD_BACKWARD)
+TEST_NETWORK_FOLDS = ck_worklist_layout.folds_network_of(TEST_FOLD, TEST_FOLD_BACKWARD)
 
 
 def fold_operands(n=4, dtype=torch.float64):
@@ -111,15 +111,15 @@ def fold_operands(n=4, dtype=torch.float64):
 def test_layout_folds_network_compose_like_compose_ck(bias):
     units = make_units(bias)
     assert {products.ck_folds_left_first(weights) for weights, _ in units} == {True, False}
-    assert_matches_compose_ck(units, lambda us: ck_network.compose_ck_network(us, TEST_FOLDS_MANY), 1e-10)
+    assert_matches_compose_ck(units, lambda us: ck_network.compose_ck_network(us, TEST_NETWORK_FOLDS), 1e-10)
 
 
 def test_layout_views_match_the_fold_products():
     laters, earliers, grads = fold_operands()
     pairs = list(zip(laters, earliers))
-    for k, (got, (l, e)) in enumerate(zip(TEST_FOLDS_MANY.forward(pairs), pairs)):
+    for k, (got, (l, e)) in enumerate(zip(TEST_NETWORK_FOLDS.forward(pairs), pairs)):
         torch.testing.assert_close(got, products.fold_forward(l, e), rtol=1e-12, atol=1e-12, msg=str(k))
-    for (dl, de), (l, e), g in zip(TEST_FOLDS_MANY.backward(pairs, grads), pairs, grads):
+    for (dl, de), (l, e), g in zip(TEST_NETWORK_FOLDS.backward(pairs, grads), pairs, grads):
         want_l, want_e = products.fold_backward(l, e, g)
         assert dl.shape == l.shape and de.shape == e.shape
         torch.testing.assert_close(dl, want_l, rtol=1e-12, atol=1e-12)

@@ -47,7 +47,7 @@ def torch_network(w1s, w2s, w3s, b1s, b2s, b3s):
 # The CUDA ops' schemas (csrc/binding/worklist.cpp) in a test namespace, implemented in torch on the CPU, with
 # worklist_layout's fake implementations and autograd: what the CUDA ops register, minus the kernels.
 _TEST_LIB = torch.library.Library("expandnets_worklist_test", "DEF")
-_TEST_LIB.define("many(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor)")
+_TEST_LIB.define("network(Tensor[] w1, Tensor[] w2, Tensor[] w3, Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor)")
 _TEST_LIB.define("network_backward(Tensor grad_w, Tensor grad_bias, Tensor[] w1, Tensor[] w2, Tensor[] w3, "
                  "Tensor[] b1, Tensor[] b2, Tensor[] b3) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 
@@ -83,14 +83,14 @@ def _cpu_network_backward(grad_w, grad_bias, w1s, w2s, w3s, b1s, b2s, b3s):
     return tuple(torch.cat(parts) if parts else grad_w.new_empty((0,)) for parts in (dw1, dw2, dw3, db1, db2))
 
 
-_TEST_LIB.impl("many", _cpu_network, "CPU")
+_TEST_LIB.impl("network", _cpu_network, "CPU")
 _TEST_LIB.impl("network_backward", _cpu_network_backward, "CPU")
-torch.library.register_fake("expandnets_worklist_test::many", worklist_layout.network_fake, lib=_TEST_LIB)
+torch.library.register_fake("expandnets_worklist_test::network", worklist_layout.network_fake, lib=_TEST_LIB)
 torch.library.register_fake("expandnets_worklist_test::network_backward", worklist_layout.network_backward_fake,
                             lib=_TEST_LIB)
 _setup, _backward = worklist_layout.autograd_of(torch.ops.expandnets_worklist_test.network_backward)
-torch.library.register_autograd("expandnets_worklist_test::many", _backward, setup_context=_setup, lib=_TEST_LIB)
-TEST_MANY = torch.ops.expandnets_worklist_test.many
+torch.library.register_autograd("expandnets_worklist_test::network", _backward, setup_context=_setup, lib=_TEST_LIB)
+TEST_NETWORK = torch.ops.expandnets_worklist_test.network
 
 
 def canonical_lists(units):
@@ -132,10 +132,10 @@ def test_registered_op_fake_and_autograd_on_cpu(biases):
     """The CUDA ops' schema with the fake impls and autograd of worklist_layout, their kernels
     replaced by torch: gradients of every input equal compose_cl's, and opcheck passes."""
     units = make_units(UNITS, biases)
-    compare_with_compose_cl(worklist_layout.compose_units(units, TEST_MANY), units, 1e-10)
+    compare_with_compose_cl(worklist_layout.compose_units(units, TEST_NETWORK), units, 1e-10)
     lists = canonical_lists(units)
-    torch.library.opcheck(TEST_MANY, tuple(lists))
-    flat_w, flat_b = TEST_MANY(*lists)
+    torch.library.opcheck(TEST_NETWORK, tuple(lists))
+    flat_w, flat_b = TEST_NETWORK(*lists)
     detached = [[t.detach() for t in ts] for ts in lists]
     torch.library.opcheck(torch.ops.expandnets_worklist_test.network_backward,
                           (torch.randn_like(flat_w), torch.randn_like(flat_b), *detached),
@@ -148,7 +148,7 @@ def test_registered_op_compiles_fullgraph_on_cpu():
 
     def loss(*tensors):
         rebuilt = [(*tensors[6 * k:6 * k + 6], g) for k, g in enumerate(groups)]
-        return sum(w.square().sum() + b.sum() for w, b in worklist_layout.compose_units(rebuilt, TEST_MANY))
+        return sum(w.square().sum() + b.sum() for w, b in worklist_layout.compose_units(rebuilt, TEST_NETWORK))
 
     torch._dynamo.reset()
     inputs = inputs_of(units)

@@ -2,7 +2,7 @@
 fold call per level for all units, against ``compose_ck`` per unit in float64
 (outputs and the gradient of every weight and bias).
 
-The first tests run the torch reference folds (``TORCH_FOLDS_MANY``, no Triton). The rest run
+The first tests run the torch reference folds (``TORCH_NETWORK_FOLDS``, no Triton). The rest run
 the Triton work-list kernels, on a CPU under the Triton interpreter (TRITON_INTERPRET=1, set by
 conftest.py): tiny channel counts, each launch a few dozen programs.
 """
@@ -11,7 +11,7 @@ import torch
 
 import expandnets_cuda as ec
 from bench.launches import DispatchCounter
-from expandnets_cuda.compose import ck_network as ck_network
+from expandnets_cuda.compose import ck_network
 from expandnets_cuda.compose.ck import compose_ck
 from expandnets_cuda.compose import products
 from helpers import capture_in_cuda_graph, random_ck_unit, record_launches
@@ -82,8 +82,8 @@ def test_one_fold_call_per_level_whatever_the_number_of_units():
             calls.append(name)
             return fn(*args)
         return call
-    folds = ck_network.NetworkFolds(counted(ck_network.TORCH_FOLDS_MANY.forward, "fwd"),
-                              counted(ck_network.TORCH_FOLDS_MANY.backward, "bwd"))
+    folds = ck_network.NetworkFolds(counted(ck_network.TORCH_NETWORK_FOLDS.forward, "fwd"),
+                              counted(ck_network.TORCH_NETWORK_FOLDS.backward, "bwd"))
     for n in (2, 5):
         units = [make_unit(channels, True) for channels in TORCH_UNITS[:n]]
         depth = max(len(weights) for weights, _ in units)
