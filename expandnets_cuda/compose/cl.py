@@ -96,3 +96,17 @@ def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor
     out = _ComposeCL.apply(*ops[:6])
     weight, bias = out if b1 is not None else (out, None)
     return weight.reshape(ops.weight_shape), (bias.reshape(-1) if bias is not None else None)
+
+
+def cl_bias_fold_backward(grad: Tensor, w2: Tensor, w3: Tensor, b1: Tensor, b2: Tensor):
+    """Gradients of the kernels' bias fold ``b = W3 (tap_sum(W2) b1 + b2) + b3`` (per group:
+    ``w2 (g, c, a, t)``, ``w3 (g, o, c)``, ``b1 (g, a)``, ``b2 (g, c)``, ``grad (g, o)``) for
+    ``(w2, w3, b1, b2, b3)``: rank-1 updates and matrix-vector products of vector size, so the
+    Triton and CUDA bias-fold ops share this backward rather than run a kernel of their own."""
+    w2_taps = w2.sum(dim=3)  # (g, c, a)
+    inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2  # (g, c)
+    d_inner = torch.bmm(w3.transpose(1, 2), grad.unsqueeze(2)).squeeze(2)  # (g, c) = db2
+    d_b1 = torch.bmm(w2_taps.transpose(1, 2), d_inner.unsqueeze(2)).squeeze(2)
+    d_w3 = grad.unsqueeze(2) * inner.unsqueeze(1)
+    d_w2 = (d_inner.unsqueeze(2) * b1.unsqueeze(1)).unsqueeze(3).expand_as(w2)
+    return d_w2, d_w3, d_b1, d_inner, grad

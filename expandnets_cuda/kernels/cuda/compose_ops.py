@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from expandnets_cuda import _C  # noqa: F401  (loading the extension defines the expandnets::cuda_* ops)
+from expandnets_cuda.compose.cl import cl_bias_fold_backward
 
 cl_compose = torch.ops.expandnets.cuda_cl_compose
 cl_compose_backward = torch.ops.expandnets.cuda_cl_compose_backward
@@ -45,15 +46,8 @@ def _cl_bias_fold_fake(w2, w3, b1, b2, b3):
 
 
 def _cl_bias_fold_grad(ctx, grad):
-    # Rank-1 updates and matrix-vector products of vector size: no kernel of their own.
-    w2, w3, b1, b2, b3 = ctx.saved_tensors
-    w2_taps = w2.sum(dim=3)  # (G, C, A)
-    inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2  # (G, C)
-    d_inner = torch.bmm(w3.transpose(1, 2), grad.unsqueeze(2)).squeeze(2)  # (G, C) = db2
-    d_b1 = torch.bmm(w2_taps.transpose(1, 2), d_inner.unsqueeze(2)).squeeze(2)
-    d_w3 = grad.unsqueeze(2) * inner.unsqueeze(1)
-    d_w2 = (d_inner.unsqueeze(2) * b1.unsqueeze(1)).unsqueeze(3).expand_as(w2)
-    return d_w2, d_w3, d_b1, d_inner, grad
+    w2, w3, b1, b2, _ = ctx.saved_tensors
+    return cl_bias_fold_backward(grad, w2, w3, b1, b2)
 
 
 torch.library.register_autograd("expandnets::cuda_cl_bias_fold", _cl_bias_fold_grad, setup_context=_save_inputs)

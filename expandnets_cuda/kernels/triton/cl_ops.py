@@ -10,6 +10,7 @@ from typing import Tuple
 import torch
 import triton
 
+from expandnets_cuda.compose.cl import cl_bias_fold_backward
 from expandnets_cuda.kernels.triton import launch_configs as lc
 from expandnets_cuda.kernels.triton.cl_compose import (cl_bias_fold_kernel, cl_compose_bwd_w1_kernel, cl_compose_bwd_w2_kernel,
                          cl_compose_bwd_w3_kernel, cl_compose_fwd_kernel)
@@ -100,15 +101,8 @@ def _bias_setup(ctx, inputs, output):
 
 
 def _bias_grad(ctx, grad):
-    # Rank-1 updates and matrix-vector products of vector size: no kernel of their own.
-    w2, w3, b1, b2, b3 = ctx.saved_tensors
-    w2_taps = w2.sum(dim=3)  # (G, C, A)
-    inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2  # (G, C)
-    d_inner = torch.bmm(w3.transpose(1, 2), grad.unsqueeze(2)).squeeze(2)  # (G, C) = db2
-    d_b1 = torch.bmm(w2_taps.transpose(1, 2), d_inner.unsqueeze(2)).squeeze(2)
-    d_w3 = grad.unsqueeze(2) * inner.unsqueeze(1)
-    d_w2 = (d_inner.unsqueeze(2) * b1.unsqueeze(1)).unsqueeze(3).expand_as(w2)
-    return d_w2, d_w3, d_b1, d_inner, grad
+    w2, w3, b1, b2, _ = ctx.saved_tensors
+    return cl_bias_fold_backward(grad, w2, w3, b1, b2)
 
 
 cl_bias_fold.register_autograd(_bias_grad, setup_context=_bias_setup)
