@@ -18,6 +18,8 @@ scale with EXPANDNETS_TEST_SCALE. On a CPU the kernels run under the Triton inte
 (TRITON_INTERPRET=1, set by conftest.py), about 0.02 s per program instance: the shapes are tiny,
 with a few cases per kind just past a tile edge.
 """
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,13 +72,19 @@ def pick_layout(rng):
     return rng.choices(["contiguous", "channels_last", "strided", "nhcw"], [4, 3, 2, 1])[0]
 
 
-def assert_close(got, want, tol, what):
-    """Relative Frobenius error at most ``tol``. A reference that is exactly zero (every ReLU of a
-    tiny chain closed, say) wants a result of norm at most ``tol``."""
+def assert_close(got, want, tol, what, magnitude=None):
+    """Relative Frobenius error at most ``tol``. ``magnitude``: the same computation on the inputs'
+    magnitudes (the sums of |terms|, >= |want| elementwise); the error is then measured against
+    its norm, since rounding scales with the terms, not with a result that cancels (a bias
+    gradient summed over a dozen pixels of mixed sign may be 100x smaller than its terms). A
+    reference that is exactly zero (every ReLU of a tiny chain closed, say) wants a result of norm
+    at most ``tol`` times that scale (1 without ``magnitude``)."""
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     assert torch.isfinite(got).all(), f"{what}: non-finite values"
     scale = want.norm().item()
+    if magnitude is not None:
+        scale = max(scale, magnitude.detach().double().norm().item())
     err = (got - want).norm().item() / scale if scale > 0 else got.norm().item()
     worst = (got - want).abs().max().item() if got.numel() else 0.0
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e} (max abs diff {worst:.3e})"
@@ -100,20 +108,23 @@ def compare(fast_fn, ref_fn, tensors, dtype, names, layouts=None, grad_layout="c
     layouts = layouts or ["contiguous"] * len(tensors)
     tol = REL_TOL[dtype]
 
-    def leaves(dt):
-        return [None if t is None else laid_out(t.detach().to(dtype).to(dt), lay).requires_grad_(True)
+    def leaves(dt, magnitudes=False):
+        return [None if t is None else laid_out(t.detach().to(dtype).to(dt).abs() if magnitudes else
+                                                t.detach().to(dtype).to(dt), lay).requires_grad_(True)
                 for t, lay in zip(tensors, layouts)]
 
     def outputs(fn, inputs):
         out = fn(*inputs)
         return [o for o in (out if isinstance(out, (list, tuple)) else [out]) if o is not None]
 
-    fast_in, ref_in = leaves(dtype), leaves(F64)
+    fast_in, ref_in, mag_in = leaves(dtype), leaves(F64), leaves(F64, magnitudes=True)
     fast_out, ref_out = outputs(fast_fn, fast_in), outputs(ref_fn, ref_in)
+    # the reference on magnitudes bounds every term (a ReLU only drops terms): the error scale
+    mag_out = outputs(ref_fn, mag_in)
     assert len(fast_out) == len(ref_out), f"{len(fast_out)} outputs, the reference has {len(ref_out)}"
     assert all(o.dtype == dtype for o in fast_out), f"output dtypes {[o.dtype for o in fast_out]} != {dtype}"
     for k, (a, b) in enumerate(zip(fast_out, ref_out)):
-        assert_close(a, b, tol, f"output {k}")
+        assert_close(a, b, tol, f"output {k}", mag_out[k])
         for j in same_layout:
             assert out_layout_ok(a, fast_in[j]), f"output {k}: strides {a.stride()} lost {names[j]}'s format"
     grads64 = [torch.randn(o.shape, dtype=F64, device=o.device) for o in ref_out]
@@ -122,9 +133,11 @@ def compare(fast_fn, ref_fn, tensors, dtype, names, layouts=None, grad_layout="c
     idx = [k for k, t in enumerate(tensors) if t is not None]
     got = torch.autograd.grad(fast_out, [fast_in[k] for k in idx], fast_g, allow_unused=True, materialize_grads=True)
     want = torch.autograd.grad(ref_out, [ref_in[k] for k in idx], ref_g, allow_unused=True, materialize_grads=True)
-    for k, a, b in zip(idx, got, want):
+    mags = torch.autograd.grad(mag_out, [mag_in[k] for k in idx], [g.abs() for g in ref_g], allow_unused=True,
+                               materialize_grads=True)
+    for k, a, b, m in zip(idx, got, want, mags):
         assert a.dtype == dtype, f"grad of {names[k]}: dtype {a.dtype}"
-        assert_close(a, b, tol, f"grad of {names[k]}")
+        assert_close(a, b, tol, f"grad of {names[k]}", m)
         if k in same_layout:
             assert out_layout_ok(a, fast_in[k]), f"grad of {names[k]}: strides {a.stride()} lost its format"
     return len(fast_out) + len(idx)
@@ -445,16 +458,25 @@ def _run_unit(spec):
     x_fast, x_ref = laid_out(x64.to(dtype), layout).requires_grad_(True), laid_out(x64, layout).requires_grad_(True)
     y_fast, y_ref = fast(x_fast), ref(x_ref)
     assert y_fast.dtype == dtype, f"output dtype {y_fast.dtype}"
-    assert_close(y_fast, y_ref, tol, "output")
+    # the reference on magnitudes (|x|, |parameters|, |grad|) gives each result's error scale
+    mag = copy.deepcopy(ref)
+    with torch.no_grad():
+        for p in mag.parameters():
+            p.abs_()
+    x_mag = x_ref.detach().abs().requires_grad_(True)
+    y_mag = mag(x_mag)
+    assert_close(y_fast, y_ref, tol, "output", y_mag)
     grad = torch.randn_like(y_ref).to(dtype)
     fast_params, ref_params = dict(fast.named_parameters()), dict(ref.named_parameters())
     assert fast_params.keys() == ref_params.keys()
     names = list(ref_params)
+    mag_params = dict(mag.named_parameters())
     got = torch.autograd.grad(y_fast, [x_fast, *(fast_params[n] for n in names)], grad)
     want = torch.autograd.grad(y_ref, [x_ref, *(ref_params[n] for n in names)], grad.double())
-    for name, a, b in zip(["x", *names], got, want):
+    mags = torch.autograd.grad(y_mag, [x_mag, *(mag_params[n] for n in names)], grad.double().abs())
+    for name, a, b, m in zip(["x", *names], got, want, mags):
         assert a.dtype == dtype, f"grad of {name}: dtype {a.dtype}"
-        assert_close(a, b, tol, f"grad of {name}")
+        assert_close(a, b, tol, f"grad of {name}", m)
     return 1 + len(got)
 
 
