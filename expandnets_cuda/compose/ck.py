@@ -65,7 +65,7 @@ def _ck_last_fold(weights: Sequence[Tensor], partial: dict, left_first: bool, fo
         kernel = folds.forward(weights[-1], partial[len(weights) - 2])
     else:
         kernel = folds.forward(partial[1], weights[0])
-    # The folds hand back a channels-last view; the convolution saves this kernel and runs
+    # A fold may hand back a channels-last view; the convolution saves this kernel and runs
     # best on the layout the compact one has, so give it a contiguous storage of its own.
     return products.contiguous_output(kernel)
 
