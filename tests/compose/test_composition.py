@@ -256,6 +256,24 @@ def test_triton_ck_uses_the_lean_function_and_matches_reference():
     assert saved_non_parameter_bytes(fast, x) == expected
 
 
+@pytest.mark.parametrize("later, earlier", [((5, 4, 3, 3), (4, 3, 5, 5)), ((7, 4, 5, 3), (4, 3, 3, 5)),
+                                            ((2, 6, 3, 5), (6, 1, 3, 3)), ((33, 17, 3, 3), (17, 9, 3, 3))])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_onednn_fold_matches_the_float64_fold(later, earlier, dtype, tol, layout):
+    """float32 / bfloat16 CPU folds run as one oneDNN convolution (backward's re-fold hands it
+    channels-last weights): against the float64 GEMM fold of the same rounded values, in either layout."""
+    if not products._onednn_folds(torch.empty(0, dtype=dtype)):
+        pytest.skip("this torch has no oneDNN: its folds run the GEMM, tested in float64 below")
+    torch.manual_seed(0)
+    later, earlier = torch.randn(*later).to(dtype), torch.randn(*earlier).to(dtype)
+    if layout == "channels_last":
+        later, earlier = (t.contiguous(memory_format=torch.channels_last) for t in (later, earlier))
+    kernel = products.fold_forward(later, earlier)
+    assert kernel.dtype == dtype
+    assert_rel_close(kernel, products.fold_forward(later.double(), earlier.double()), tol, f"{dtype} fold")
+
+
 @pytest.mark.parametrize("later, earlier", [((5, 4, 3, 3), (4, 3, 5, 5)), ((5, 4, 5, 5), (4, 3, 3, 3)),
                                             ((2, 6, 3, 5), (6, 1, 3, 3))])
 def test_cpu_block_add_folds_match_the_col2im_folds(later, earlier):
