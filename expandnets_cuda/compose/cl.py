@@ -84,14 +84,12 @@ class _ComposeCL(torch.autograd.Function):
             return d1, d2, d3, None, None, None
         if t == 1:  # W3 (W2 b1 + b2) + b3 by matrix-vector products
             d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3))
-            inner = torch.bmm(w2[:, :, :, 0], b1.unsqueeze(2)) + b2.unsqueeze(2)  # (g, c, 1)
-            d_inner = torch.bmm(w3.transpose(1, 2), d_bias.unsqueeze(2))  # (g, c, 1) = db2
+            inner, d_inner, db1 = _bias_fold_vectors(d_bias, w2[:, :, :, 0], w3, b1, b2)
             if need_w2:  # the rank-one term added in the GEMM's one pass over dW2
-                d2 = torch.baddbmm(d2.reshape(w2.shape[:3]), d_inner, b1.unsqueeze(1)).unsqueeze(3)
+                d2 = torch.baddbmm(d2.reshape(w2.shape[:3]), d_inner.unsqueeze(2), b1.unsqueeze(1)).unsqueeze(3)
             if need_w3:
-                d3 = torch.baddbmm(d3, d_bias.unsqueeze(2), inner.transpose(1, 2))
-            db1 = torch.bmm(w2[:, :, :, 0].transpose(1, 2), d_inner).squeeze(2) if need_b1 else None
-            return (d1, d2, d3, db1, d_inner.squeeze(2) if need_b2 else None, d_bias if need_b3 else None)
+                d3 = torch.baddbmm(d3, d_bias.unsqueeze(2), inner.unsqueeze(1))
+            return (d1, d2, d3, db1 if need_b1 else None, d_inner if need_b2 else None, d_bias if need_b3 else None)
         d_all = torch.cat([d_weight, d_bias[:, :, None, None].expand(g, o, 1, t)], dim=2)
         d1x, d2, d3 = products.cl_backward(products.with_bias_channel(w1, b1), w2, w3, d_all,
                                            (need_w1 or need_b1, need_w2, need_w3))
@@ -122,10 +120,16 @@ def cl_bias_fold_backward(grad: Tensor, w2: Tensor, w3: Tensor, b1: Tensor, b2: 
     ``w2 (g, c, a, t)``, ``w3 (g, o, c)``, ``b1 (g, a)``, ``b2 (g, c)``, ``grad (g, o)``) for
     ``(w2, w3, b1, b2, b3)``: rank-1 updates and matrix-vector products of vector size, so the
     Triton and CUDA bias-fold ops share this backward rather than run a kernel of their own."""
-    w2_taps = w2.sum(dim=3)  # (g, c, a)
-    inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2  # (g, c)
-    d_inner = torch.bmm(w3.transpose(1, 2), grad.unsqueeze(2)).squeeze(2)  # (g, c) = db2
-    d_b1 = torch.bmm(w2_taps.transpose(1, 2), d_inner.unsqueeze(2)).squeeze(2)
+    inner, d_inner, d_b1 = _bias_fold_vectors(grad, w2.sum(dim=3), w3, b1, b2)
     d_w3 = grad.unsqueeze(2) * inner.unsqueeze(1)
     d_w2 = (d_inner.unsqueeze(2) * b1.unsqueeze(1)).unsqueeze(3).expand_as(w2)
     return d_w2, d_w3, d_b1, d_inner, grad
+
+
+def _bias_fold_vectors(grad: Tensor, w2_taps: Tensor, w3: Tensor, b1: Tensor, b2: Tensor):
+    """The vector-sized parts of the bias fold's backward: ``inner = tap_sum(W2) b1 + b2``,
+    ``d inner`` (= ``db2``) and ``db1`` (per group; ``w2_taps (g, c, a)``)."""
+    inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2  # (g, c)
+    d_inner = torch.bmm(w3.transpose(1, 2), grad.unsqueeze(2)).squeeze(2)  # (g, c)
+    d_b1 = torch.bmm(w2_taps.transpose(1, 2), d_inner.unsqueeze(2)).squeeze(2)
+    return inner, d_inner, d_b1
