@@ -102,7 +102,9 @@ def unit_work(unit: nn.Module) -> Dict[str, Work]:
         c, o = w2.shape[0] // groups, w3.shape[0] // groups
         t = w2.shape[2] * w2.shape[3] if w2.dim() == 4 else 1
         forward = groups * min(products.cl_cost(i, a, c, o, t, 1))
-        backward = groups * products.cl_backward_plan(i, a, c, o, t).cost
+        # The plan the composer runs: a small forward intermediate is kept, not formed again.
+        kept = products.cl_kept_intermediate(i, a, c, o, t, groups)
+        backward = groups * products.cl_backward_plan(i, a, c, o, t, kept).cost
     return {"compose_forward": Work(forward, (params + out) * size),
             "compose_backward": Work(backward, (out + 2 * params) * size)}
 

@@ -92,16 +92,22 @@ class _ComposeCK(torch.autograd.Function):
         kernel = _ck_last_fold(weights, partial, ctx.left_first, folds)
         kept = _kept_partials(weights, partial)
         ctx.n_kept = len(kept)
-        ctx.save_for_backward(*weights, *biases, *kept)
         if not ctx.has_bias:  # K alone: torch.compile fails on a None output
+            ctx.save_for_backward(*weights, *kept)
             return kernel
-        return kernel, _ck_biases(weights, biases)[-1]
+        after = _ck_biases(weights, biases)
+        # The biases after each layer but the last (vectors) are kept: backward's rank-one terms
+        # read them, and forming them again would cost one more pass over every weight.
+        ctx.save_for_backward(*weights, *biases, *kept, *after[:-1])
+        return kernel, after[-1]
 
     @staticmethod
     def backward(ctx, d_kernel, d_bias=None):
         n, saved = ctx.n_layers, ctx.saved_tensors
-        kept = saved[len(saved) - ctx.n_kept:]
-        weights, biases = saved[:n], saved[n:len(saved) - ctx.n_kept]
+        weights = saved[:n]
+        biases = saved[n:2 * n] if ctx.has_bias else ()
+        kept = saved[n + len(biases):n + len(biases) + ctx.n_kept]
+        after = saved[n + len(biases) + ctx.n_kept:]
         needs = ctx.needs_input_grad[2:]
         folds = ctx.folds
         d_weights = [None] * n
@@ -125,20 +131,33 @@ class _ComposeCK(torch.autograd.Function):
                                                                 need_later=j < n - 2 or needs[n - 1],
                                                                 need_earlier=needs[j])
                 d_weights[n - 1] = grad
-            d_weights = [d.contiguous() if d is not None else None for d in d_weights]
-        d_biases = [None] * n
+        d_biases, rank_ones = [None] * n, [None] * n
         if ctx.has_bias and d_bias is not None:
-            after = _ck_biases(weights, biases)
+            if torch.is_grad_enabled():  # a double backward: the kept biases carry no graph
+                after = _ck_biases(weights, biases)
             grad = d_bias
             for j in range(n - 1, 0, -1):
                 d_biases[j] = grad
                 if needs[j]:  # bias_j depends on W_j through its tap sum: a rank-one term
-                    rank_one = (grad.unsqueeze(1) * after[j - 1].unsqueeze(0))[:, :, None, None]
-                    d_weights[j] = rank_one.expand_as(weights[j]) if d_weights[j] is None else d_weights[j] + rank_one
+                    rank_ones[j] = (grad.unsqueeze(1) * after[j - 1].unsqueeze(0))[:, :, None, None]
                 grad = products.tap_sum(weights[j]).t() @ grad
             d_biases[0] = grad
+        d_weights = [_plus_rank_one(d, r, w) for d, r, w in zip(d_weights, rank_ones, weights)]
         grads = d_weights + (d_biases if ctx.has_bias else [])
         return (None, None, *(d if need else None for d, need in zip(grads, needs)))
+
+
+def _plus_rank_one(d: Optional[Tensor], rank_one: Optional[Tensor], weight: Tensor) -> Optional[Tensor]:
+    """A weight's gradient from the folds (a view in any layout, or ``None``) plus its bias term
+    (``(o, c, 1, 1)`` or ``None``), contiguous: one pass writes both (the sum into a fresh
+    contiguous tensor), not a copy and then an add."""
+    if rank_one is None:
+        return d.contiguous() if d is not None else None
+    if d is None:
+        return rank_one.expand_as(weight)
+    if torch.is_grad_enabled():  # a double backward: ``out=`` has no derivative
+        return (d + rank_one).contiguous()
+    return torch.add(d, rank_one, out=torch.empty(d.shape, dtype=d.dtype, device=d.device))
 
 
 def compose_two_kernels(later: Tensor, earlier: Tensor) -> Tensor:

@@ -45,62 +45,57 @@ class _ComposeCL(torch.autograd.Function):
     """``(W1 (g,a,i), W2 (g,c,a,t), W3 (g,o,c), b1, b2, b3 (g, .) or None) -> (W (g,o,i,t), b (g,o))``,
     or ``W`` alone without biases.
 
-    The first bias rides along as one more input channel of ``W1`` (a constant input of value 1
-    through ``b1``): the chain ``W3 W2 [W1 | b1]`` yields the composed weight and, summed over
-    taps, ``W3 (sum_t W2) b1``; backward likewise gets ``db1`` and the bias terms of ``dW2`` from
-    the same GEMMs. So no pass over the (large) ``W2`` is spent on the biases alone.
-
-    With one tap (FC, 1x1 kernels) that pass is one matrix-vector product, cheaper than the
-    bias channel's copies of ``W1`` and the gradient and its odd-width GEMMs (a SmallNet FC unit
-    at r=4: 4.6-5.2 against 3.3-3.5 ms for the online collapse), so the biases go through
-    ``cl_bias_fold_backward``'s matrix-vector products there instead."""
+    The biases fold through ``W2``'s tap sums ``S = sum_t W2 (g, c, a)``: ``b = W3 (S b1 + b2) + b3``,
+    matrix-vector products after one pass over ``W2`` (none with one tap: ``S`` is ``W2``); ``S`` is
+    saved (weight-sized over ``c*a`` only) for backward, where the biases add vector products and a
+    rank-one term to ``dW2``'s and ``dW3``'s GEMMs. So every weight-sized GEMM keeps the widths of
+    the weights: carrying ``b1`` as one more input channel of ``W1`` instead made them odd-width
+    (``i + 1`` columns), 30-40% slower per GEMM on CPU at SmallNet k=7's r=4 and r=8 units."""
 
     @staticmethod
     def forward(ctx, w1, w2, w3, b1, b2, b3):
         ctx.has_bias = b1 is not None
-        ctx.save_for_backward(w1, w2, w3, b1, b2)  # views of the parameters only
+        weight, name, intermediate = products.cl_forward(w1, w2, w3)
+        weight = products.contiguous_output(weight)
+        g, c, a, t = w2.shape
+        ctx.kept = products.cl_kept_intermediate(w1.shape[2], a, c, w3.shape[1], t, g)
+        kept = [intermediate] if ctx.kept is not None else []
         # Without biases the Function returns W alone: torch.compile fails on a None output.
         if not ctx.has_bias:
-            return products.contiguous_output(products.cl_forward(w1, w2, w3))
-        if w2.shape[3] == 1:
-            inner = torch.bmm(w2[:, :, :, 0], b1.unsqueeze(2)).squeeze(2) + b2
-            bias = torch.bmm(w3, inner.unsqueeze(2)).squeeze(2) + b3
-            return products.contiguous_output(products.cl_forward(w1, w2, w3)), bias
-        i = w1.shape[2]
-        composed = products.cl_forward(products.with_bias_channel(w1, b1), w2, w3)  # (g, o, i+1, t)
-        bias = composed[:, :, i].sum(dim=2) + torch.bmm(w3, b2.unsqueeze(2)).squeeze(2) + b3
-        return products.contiguous_output(composed[:, :, :i]), bias  # a copy unless g = o = 1
+            ctx.save_for_backward(w1, w2, w3, *kept)  # views of the parameters, and a small intermediate
+            return weight
+        w2_taps = products.cl_tap_sums(w2)
+        inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2
+        bias = torch.bmm(w3, inner.unsqueeze(2)).squeeze(2) + b3
+        ctx.save_for_backward(w1, w2, w3, *kept, b1, b2, w2_taps)
+        return weight, bias
 
     @staticmethod
     def backward(ctx, d_weight, d_bias=None):
-        w1, w2, w3, b1, b2 = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        w1, w2, w3 = saved[:3]
+        kept = None
+        if ctx.kept is not None:
+            # A double backward forms it again: the saved one carries no graph to the weights.
+            kept = None if torch.is_grad_enabled() else (ctx.kept, saved[3])
+            saved = saved[:3] + saved[4:]
         need_w1, need_w2, need_w3, need_b1, need_b2, need_b3 = ctx.needs_input_grad
         g, o, i, t = w3.shape[0], w3.shape[1], w1.shape[2], w2.shape[3]
         if d_weight is None:
             d_weight = w2.new_zeros(g, o, i, t)
-        with_bias = ctx.has_bias and d_bias is not None
-        if not with_bias:
-            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3))
+        if not ctx.has_bias or d_bias is None:
+            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3), kept=kept)
             return d1, d2, d3, None, None, None
-        if t == 1:  # W3 (W2 b1 + b2) + b3 by matrix-vector products
-            d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3))
-            inner, d_inner, db1 = _bias_fold_vectors(d_bias, w2[:, :, :, 0], w3, b1, b2)
-            if need_w2:  # the rank-one term added in the GEMM's one pass over dW2
-                d2 = torch.baddbmm(d2.reshape(w2.shape[:3]), d_inner.unsqueeze(2), b1.unsqueeze(1)).unsqueeze(3)
-            if need_w3:
-                d3 = torch.baddbmm(d3, d_bias.unsqueeze(2), inner.unsqueeze(1))
-            return (d1, d2, d3, db1 if need_b1 else None, d_inner if need_b2 else None, d_bias if need_b3 else None)
-        d_all = torch.cat([d_weight, d_bias[:, :, None, None].expand(g, o, 1, t)], dim=2)
-        d1x, d2, d3 = products.cl_backward(products.with_bias_channel(w1, b1), w2, w3, d_all,
-                                           (need_w1 or need_b1, need_w2, need_w3))
-        if d3 is not None:  # the b2 part of the bias after layer 2 (the b1 part came with the GEMM)
-            d3 = d3 + d_bias.unsqueeze(2) * b2.unsqueeze(1)
-        # Contiguous here, once per call: a strided slice would be copied by every parameter's
-        # AccumulateGrad instead (one launch per unit of a network-composed group).
-        d1 = d1x[:, :, :i].contiguous() if need_w1 else None
-        db1 = d1x[:, :, i].contiguous() if need_b1 else None
-        db2 = torch.bmm(w3.transpose(1, 2), d_bias.unsqueeze(2)).squeeze(2) if need_b2 else None
-        return d1, d2, d3, db1, db2, (d_bias if need_b3 else None)
+        b1, b2, w2_taps = saved[3:]
+        if torch.is_grad_enabled():  # likewise the tap sums
+            w2_taps = products.cl_tap_sums(w2)
+        inner, d_inner, db1 = _bias_fold_vectors(d_bias, w2_taps, w3, b1, b2)
+        # dW2 gains d_inner b1^T on every tap, added by the GEMM that writes it (no pass of its own).
+        d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3),
+                                          dw2_rank_one=(d_inner, b1), kept=kept)
+        if need_w3:
+            d3 = torch.baddbmm(d3, d_bias.unsqueeze(2), inner.unsqueeze(1))
+        return (d1, d2, d3, db1 if need_b1 else None, d_inner if need_b2 else None, d_bias if need_b3 else None)
 
 
 def compose_cl(w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], w3: Tensor,
@@ -120,7 +115,7 @@ def cl_bias_fold_backward(grad: Tensor, w2: Tensor, w3: Tensor, b1: Tensor, b2: 
     ``w2 (g, c, a, t)``, ``w3 (g, o, c)``, ``b1 (g, a)``, ``b2 (g, c)``, ``grad (g, o)``) for
     ``(w2, w3, b1, b2, b3)``: rank-1 updates and matrix-vector products of vector size, so the
     Triton and CUDA bias-fold ops share this backward rather than run a kernel of their own."""
-    inner, d_inner, d_b1 = _bias_fold_vectors(grad, w2.sum(dim=3), w3, b1, b2)
+    inner, d_inner, d_b1 = _bias_fold_vectors(grad, products.cl_tap_sums(w2), w3, b1, b2)
     d_w3 = grad.unsqueeze(2) * inner.unsqueeze(1)
     d_w2 = (d_inner.unsqueeze(2) * b1.unsqueeze(1)).unsqueeze(3).expand_as(w2)
     return d_w2, d_w3, d_b1, d_inner, grad

@@ -63,6 +63,24 @@ class _Layout:
         self.g, self.c, self.a, self.t = w2.shape
         self.i, self.o = w1.shape[2], w3.shape[1]
 
+    @staticmethod
+    def outer(rank_one) -> Tensor:
+        """``u v^T (g, c, a)`` of ``rank_one = (u (g, c), v (g, a))`` (a broadcast product: a bmm
+        with an inner dimension of one runs several times slower on CPU)."""
+        u, v = rank_one
+        return u.unsqueeze(2) * v.unsqueeze(1)
+
+    def add_on_taps(self, d2: Tensor, rank_one) -> Tensor:
+        """``d2 (g, c, a, t)`` (freshly made) plus ``u v^T`` on every tap, in place: one fused
+        multiply-add with one tap (``addcmul_`` broadcast over taps is many times slower)."""
+        if rank_one is None:
+            return d2
+        if self.t == 1:
+            u, v = rank_one
+            d2.squeeze(3).addcmul_(u.unsqueeze(2), v.unsqueeze(1))
+            return d2
+        return d2.add_(self.outer(rank_one).unsqueeze(3))
+
     def taps_inner(self, dw: Tensor) -> Tensor:
         """``dW (g, o, i, t)`` as ``(g, o, t, i)``, contiguous (a copy of the small composed grad)."""
         return dw.transpose(2, 3).contiguous()
@@ -116,13 +134,14 @@ class TapsMajor(_Layout):
         w2 = rows.reshape(self.g, self.c, self.t, self.a).transpose(2, 3)
         return w2 if self.stored_taps_major else w2.contiguous()
 
-    def dw2_from_q(self, q: Tensor) -> Tensor:
+    def dw2_from_q(self, q: Tensor, rank_one=None) -> Tensor:
         g, c, t = self.g, self.c, self.t
-        return self._as_w2(torch.bmm(q.reshape(g, c * t, self.i), self.w1.transpose(1, 2)))
+        return self.add_on_taps(self._as_w2(torch.bmm(q.reshape(g, c * t, self.i), self.w1.transpose(1, 2))), rank_one)
 
-    def dw2_from_qp(self, qp: Tensor) -> Tensor:
+    def dw2_from_qp(self, qp: Tensor, rank_one=None) -> Tensor:
         g, c, t, a = self.g, self.c, self.t, self.a
-        return self._as_w2(torch.bmm(self.w3.transpose(1, 2), qp.reshape(g, self.o, t * a)).reshape(g, c * t, a))
+        d2 = torch.bmm(self.w3.transpose(1, 2), qp.reshape(g, self.o, t * a)).reshape(g, c * t, a)
+        return self.add_on_taps(self._as_w2(d2), rank_one)
 
     def dw1_from_q(self, q: Tensor) -> Tensor:
         return torch.bmm(self.rows.transpose(1, 2), q.reshape(self.g, self.c * self.t, self.i))
@@ -163,14 +182,18 @@ class TapsLast(_Layout):
         g, o, a, t, i = self.g, self.o, self.a, self.t, self.i
         return torch.bmm(_per_channel(self.w1, o), dw.contiguous().reshape(g * o, i, t)).reshape(g, o, a, t)
 
-    def dw2_from_q(self, q: Tensor) -> Tensor:
+    def dw2_from_q(self, q: Tensor, rank_one=None) -> Tensor:
         g, c, a, t, i = self.g, self.c, self.a, self.t, self.i
-        d = torch.bmm(_per_channel(self.w1, c), q.reshape(g * c, t, i).transpose(1, 2))  # (g*c, a, t)
-        return d.reshape(g, c, a, t)
+        w1s, qs = _per_channel(self.w1, c), q.reshape(g * c, t, i).transpose(1, 2)
+        if rank_one is None:
+            return torch.bmm(w1s, qs).reshape(g, c, a, t)  # (g*c, a, t)
+        # The rank-one term as the GEMM's accumulator, broadcast over the taps.
+        return torch.baddbmm(self.outer(rank_one).reshape(g * c, a, 1), w1s, qs).reshape(g, c, a, t)
 
-    def dw2_from_qp(self, qp: Tensor) -> Tensor:
+    def dw2_from_qp(self, qp: Tensor, rank_one=None) -> Tensor:
         g, c, a, t = self.g, self.c, self.a, self.t
-        return torch.bmm(self.w3.transpose(1, 2), qp.reshape(g, self.o, a * t)).reshape(g, c, a, t)
+        d2 = torch.bmm(self.w3.transpose(1, 2), qp.reshape(g, self.o, a * t)).reshape(g, c, a, t)
+        return self.add_on_taps(d2, rank_one)
 
     def dw1_from_q(self, q: Tensor) -> Tensor:
         """``sum_c W2[c] Q[c]``: on a CPU batched over blocks of channels, so the per-channel

@@ -276,7 +276,9 @@ def test_roofline_work_of_a_unit_by_hand():
     i, a, c, o, t = 4, 8, 12, 6, 9
     work = roofline.added_work(fused, compact)
     assert work["compose_forward"].macs == min(products.cl_cost(i, a, c, o, t, 1))
-    assert work["compose_backward"].macs == products.cl_backward_plan(i, a, c, o, t).cost
+    kept = products.cl_kept_intermediate(i, a, c, o, t)  # R (c*t*i = 432 values): kept from forward
+    assert kept == "R"
+    assert work["compose_backward"].macs == products.cl_backward_plan(i, a, c, o, t, kept).cost
     composed = o * i * t + o
     assert work["compose_forward"].bytes == 4 * (params + composed)
     assert work["compose_backward"].bytes == 4 * (composed + 2 * params)
@@ -296,7 +298,8 @@ def test_composition_macs_follow_the_cost_model(strategy):
     macs = step_profile.composition_macs(unit)
     if strategy == "cl":
         i, a, c, o, t = 4, 8, 12, 6, 25
-        assert macs == min(products.cl_cost(i, a, c, o, t, 1)) + products.cl_backward_plan(i, a, c, o, t).cost
+        kept = products.cl_kept_intermediate(i, a, c, o, t)
+        assert macs == min(products.cl_cost(i, a, c, o, t, 1)) + products.cl_backward_plan(i, a, c, o, t, kept).cost
     else:
         (o0, i0), (o1, _) = [tuple(layer.weight.shape[:2]) for layer in unit.layers]
         fold = o1 * 9 * o0 * i0 * 9  # the only fold: (o1, o0, 3x3) after (o0, i0, 3x3)

@@ -58,6 +58,62 @@ def test_every_cl_backward_plan_matches_reference_gradients(shape, plan_index, w
 
 
 @pytest.mark.parametrize("shape", CL_SHAPES)
+@pytest.mark.parametrize("plan_index", range(8))
+@pytest.mark.parametrize("w2_format", [torch.contiguous_format, torch.channels_last])
+def test_cl_backward_with_the_kept_intermediate_and_a_rank_one_term(shape, plan_index, w2_format):
+    """The intermediate ``cl_forward`` made (P or R, in its layout), handed to backward in place of
+    forming it again, and ``dW2``'s rank-one term: the same gradients as the reference with
+    ``u v^T`` added to every tap of ``dW2``, whichever plan reads what."""
+    m, n, a, c, k, g = shape
+    weights, _ = _cl_params(m, n, a, c, k, g, bias=False)
+    weights[1] = weights[1].detach().contiguous(memory_format=w2_format).requires_grad_()
+    d_weight = torch.randn(n, m // g, k, k, dtype=F64)
+    w1, w2, w3 = (w.detach() for w in weights)
+    views = (w1.reshape(g, a // g, m // g), w2.reshape(g, c // g, a // g, k * k), w3.reshape(g, n // g, c // g))
+    _, name, intermediate = products.cl_forward(*views)
+    plan = products.cl_backward_plans(m // g, a // g, c // g, n // g, k * k, kept=name)[plan_index]
+    u, v = torch.randn(g, c // g, dtype=F64), torch.randn(g, a // g, dtype=F64)
+    got = products.cl_backward(*views, d_weight.reshape(g, n // g, m // g, k * k), (True, True, True), plan,
+                               dw2_rank_one=(u, v), kept=(name, intermediate))
+    expected = list(_grads_of_reference(weights, None, g, d_weight, None))
+    expected[1] = expected[1] + (u.unsqueeze(2) * v.unsqueeze(1)).reshape(c, a // g, 1, 1)
+    for label, mine, ref in zip(("w1", "w2", "w3"), got, expected):
+        assert_rel_close(mine.reshape(ref.shape), ref, 1e-12, f"plan {plan}, kept {name}: grad {label}")
+
+
+def test_only_small_intermediates_are_kept():
+    """Kept when the backward plan reads it and it is small; a large one is formed again."""
+    assert products.cl_kept_intermediate(4, 8, 12, 6, 9) == "R"  # c*t*i = 432 values
+    cap = products.KEEP_INTERMEDIATE_MAX_ELEMENTS
+    # SmallNet k=7's last CL unit at r=4: R = 256*49*32 values, over the cap.
+    assert 256 * 49 * 32 > cap and products.cl_kept_intermediate(32, 128, 256, 64, 49) is None
+    assert products.cl_kept_intermediate(256, 1024, 256, 64, 1) == "P"  # its FC classifier: P = 64 x 1024
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("dims", [(5, 8, 12, 3), (9, 20, 6, 4), (16, 4, 24, 7)])
+def test_compose_fc_matches_the_cl_path(dims, keep, bias, monkeypatch):
+    """The 2-D FC Function against FC as CL with one group and one tap (``fc_through_cl``), values
+    and gradients of every parameter, with the intermediate kept or formed again in backward."""
+    from expandnets_cuda.compose.fc import fc_through_cl
+    if not keep:
+        monkeypatch.setattr(products, "KEEP_INTERMEDIATE_MAX_ELEMENTS", 0)
+    i, a, c, o = dims
+    ws = [torch.randn(a, i, dtype=F64, requires_grad=True), torch.randn(c, a, dtype=F64, requires_grad=True),
+          torch.randn(o, c, dtype=F64, requires_grad=True)]
+    bs = [torch.randn(s, dtype=F64, requires_grad=True) for s in (a, c, o)] if bias else None
+    d_weight, d_bias = torch.randn(o, i, dtype=F64), torch.randn(o, dtype=F64)
+    results = []
+    for compose in (compose_fc, lambda w, b: fc_through_cl(compose_cl, w, b)):
+        weight, b = compose(ws, bs)
+        outputs, grads = ([weight, b], [d_weight, d_bias]) if bias else ([weight], [d_weight])
+        results.append([*outputs, *torch.autograd.grad(outputs, [*ws, *(bs or [])], grads)])
+    for k, (mine, ref) in enumerate(zip(*results)):
+        assert_rel_close(mine, ref, 1e-12, f"FC output/grad {k} (keep={keep}, bias={bias})")
+
+
+@pytest.mark.parametrize("shape", CL_SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_compose_cl_gradients_match_reference(shape, bias):
     m, n, a, c, k, g = shape
@@ -190,14 +246,36 @@ def saved_non_parameter_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 def composed_bytes(model: nn.Module) -> int:
     """The composed weights, plus the partial kernels a CK unit keeps for backward where they are no
-    larger than its weights (``products.ck_keeps_partials``)."""
+    larger than its weights (``products.ck_keeps_partials``) and the tap sums of ``W2`` a CL unit's
+    biases fold through (``c*a``: 1/taps of ``W2``)."""
     total = 0
     for unit in model.modules():
         if isinstance(unit, (ec.FusedExpandConv2d, ec.FusedExpandLinear)):
             weight, bias = unit.composed_weight()
             total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
-            total += kept_partial_bytes(unit)
+            total += kept_partial_bytes(unit) + ck_bias_bytes(unit) + cl_tap_sum_bytes(unit) + cl_kept_bytes(unit)
     return total
+
+
+def cl_kept_bytes(unit: nn.Module) -> int:
+    """The small intermediate (``P`` or ``R``) a CL/FC unit keeps from forward to backward
+    (``products.cl_kept_intermediate``)."""
+    if getattr(unit.spec, "strategy", "fc") == "ck":
+        return 0
+    w1, w2, w3 = (layer.weight for layer in unit.layers)
+    g = getattr(unit.spec, "groups", 1)
+    i, a, c, o, t = w1.shape[1], w1.shape[0] // g, w2.shape[0] // g, w3.shape[0] // g, w2[0, 0].numel()
+    name = products.cl_kept_intermediate(i, a, c, o, t, g)
+    if name is None:
+        return 0
+    return g * (o * a * t if name == "P" else c * t * i) * (8 if w2.dtype == torch.float64 else 4)
+
+
+def cl_tap_sum_bytes(unit: nn.Module) -> int:
+    w2 = unit.layers[1].weight
+    if getattr(unit.spec, "strategy", "fc") != "cl" or unit.layers[0].bias is None or w2[0, 0].numel() == 1:
+        return 0
+    return w2.shape[0] * w2.shape[1] * (8 if w2.dtype == torch.float64 else 4)  # composed in float32 at least
 
 
 def kept_partial_bytes(unit: nn.Module) -> int:
@@ -209,6 +287,15 @@ def kept_partial_bytes(unit: nn.Module) -> int:
         return 0
     numels = products.ck_partial_numels(shapes, products.ck_folds_left_first(weights))
     return sum(numels) * weights[0].element_size()
+
+
+def ck_bias_bytes(unit: nn.Module) -> int:
+    """The biases after each inner layer a CK unit keeps for its rank-one terms (vectors; the first
+    is the parameter ``b_0`` itself)."""
+    if getattr(unit.spec, "strategy", "fc") != "ck" or unit.layers[0].bias is None:
+        return 0
+    w = unit.layers[0].weight
+    return sum(layer.weight.shape[0] for layer in unit.layers[1:-1]) * (8 if w.dtype == torch.float64 else 4)
 
 
 def _small_net():
@@ -234,7 +321,7 @@ def test_a_fused_unit_saves_only_its_input_and_composed_weight(strategy):
     unit = ec.FusedExpandConv2d(6, 10, 5, padding=2, strategy=strategy, rate=4, backend="torch")
     x = torch.randn(2, 6, 9, 9)
     weight, _ = unit.composed_weight()
-    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size()
+    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size() + cl_tap_sum_bytes(unit) + cl_kept_bytes(unit)
     assert saved_non_parameter_bytes(unit, x) == expected
 
 
@@ -251,7 +338,8 @@ def test_triton_ck_uses_the_lean_function_and_matches_reference():
     x = torch.randn(1, 2, 5, 5, dtype=F64, device=device)
     compare_units(fast, ref, x, 1e-10, "triton CK")
     weight, _ = fast.composed_weight()
-    expected = x.numel() * x.element_size() + weight.numel() * weight.element_size() + kept_partial_bytes(fast)
+    expected = (x.numel() * x.element_size() + weight.numel() * weight.element_size() + kept_partial_bytes(fast)
+                + ck_bias_bytes(fast))
     assert kept_partial_bytes(fast) > 0  # the one partial kernel (3 layers), no larger than the weights
     assert saved_non_parameter_bytes(fast, x) == expected
 
