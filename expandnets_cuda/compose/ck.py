@@ -117,8 +117,10 @@ class _ComposeCK(torch.autograd.Function):
                 fold_weights = [w.contiguous(memory_format=torch.channels_last) for w in weights]
             if kept and not torch.is_grad_enabled():  # a double backward recomputes them differentiably
                 partial = _partials_from_kept(weights, kept, ctx.left_first)
-            else:
-                partial = _ck_partials(fold_weights, ctx.left_first, folds)
+            else:  # from the weights as stored: oneDNN folds plain kernels 5-25% faster than channels-last ones
+                partial = _ck_partials(weights, ctx.left_first, folds)
+            end = 0 if ctx.left_first else n - 1
+            partial[end] = fold_weights[end]  # the end weight is a partial too: its taps-major copy
             grad = d_kernel
             if ctx.left_first:  # undo fold(W_j, K[j-1]) from the last one back
                 for j in range(n - 1, 0, -1):
