@@ -65,7 +65,7 @@ class _ComposeCL(torch.autograd.Function):
             ctx.save_for_backward(w1, w2, w3, *kept)  # views of the parameters, and a small intermediate
             return weight
         w2_taps = products.cl_tap_sums(w2)
-        inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2
+        inner = _bias_inner(w2_taps, b1, b2)
         bias = torch.bmm(w3, inner.unsqueeze(2)).squeeze(2) + b3
         ctx.save_for_backward(w1, w2, w3, *kept, b1, b2, w2_taps)
         return weight, bias
@@ -89,12 +89,12 @@ class _ComposeCL(torch.autograd.Function):
         b1, b2, w2_taps = saved[3:]
         if torch.is_grad_enabled():  # likewise the tap sums
             w2_taps = products.cl_tap_sums(w2)
-        inner, d_inner, db1 = _bias_fold_vectors(d_bias, w2_taps, w3, b1, b2)
+        d_inner, db1 = _bias_fold_vectors(d_bias, w2_taps, w3)
         # dW2 gains d_inner b1^T on every tap, added by the GEMM that writes it (no pass of its own).
         d1, d2, d3 = products.cl_backward(w1, w2, w3, d_weight, (need_w1, need_w2, need_w3),
                                           dw2_rank_one=(d_inner, b1), kept=kept)
         if need_w3:
-            d3 = torch.baddbmm(d3, d_bias.unsqueeze(2), inner.unsqueeze(1))
+            d3 = torch.baddbmm(d3, d_bias.unsqueeze(2), _bias_inner(w2_taps, b1, b2).unsqueeze(1))
         return (d1, d2, d3, db1 if need_b1 else None, d_inner if need_b2 else None, d_bias if need_b3 else None)
 
 
@@ -115,16 +115,21 @@ def cl_bias_fold_backward(grad: Tensor, w2: Tensor, w3: Tensor, b1: Tensor, b2: 
     ``w2 (g, c, a, t)``, ``w3 (g, o, c)``, ``b1 (g, a)``, ``b2 (g, c)``, ``grad (g, o)``) for
     ``(w2, w3, b1, b2, b3)``: rank-1 updates and matrix-vector products of vector size, so the
     Triton and CUDA bias-fold ops share this backward rather than run a kernel of their own."""
-    inner, d_inner, d_b1 = _bias_fold_vectors(grad, products.cl_tap_sums(w2), w3, b1, b2)
-    d_w3 = grad.unsqueeze(2) * inner.unsqueeze(1)
+    w2_taps = products.cl_tap_sums(w2)
+    d_inner, d_b1 = _bias_fold_vectors(grad, w2_taps, w3)
+    d_w3 = grad.unsqueeze(2) * _bias_inner(w2_taps, b1, b2).unsqueeze(1)
     d_w2 = (d_inner.unsqueeze(2) * b1.unsqueeze(1)).unsqueeze(3).expand_as(w2)
     return d_w2, d_w3, d_b1, d_inner, grad
 
 
-def _bias_fold_vectors(grad: Tensor, w2_taps: Tensor, w3: Tensor, b1: Tensor, b2: Tensor):
-    """The vector-sized parts of the bias fold's backward: ``inner = tap_sum(W2) b1 + b2``,
-    ``d inner`` (= ``db2``) and ``db1`` (per group; ``w2_taps (g, c, a)``)."""
-    inner = torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2  # (g, c)
+def _bias_inner(w2_taps: Tensor, b1: Tensor, b2: Tensor) -> Tensor:
+    """The bias after the second layer, ``tap_sum(W2) b1 + b2`` (per group: ``(g, c)``)."""
+    return torch.bmm(w2_taps, b1.unsqueeze(2)).squeeze(2) + b2
+
+
+def _bias_fold_vectors(grad: Tensor, w2_taps: Tensor, w3: Tensor):
+    """The vector-sized parts of the bias fold's backward: ``d inner`` (= ``db2``) and ``db1``
+    (per group; ``w2_taps (g, c, a)``)."""
     d_inner = torch.bmm(w3.transpose(1, 2), grad.unsqueeze(2)).squeeze(2)  # (g, c)
     d_b1 = torch.bmm(w2_taps.transpose(1, 2), d_inner.unsqueeze(2)).squeeze(2)
-    return inner, d_inner, d_b1
+    return d_inner, d_b1
