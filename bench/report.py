@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from expandnets_cuda.timing import SPREAD_WARNING
+from expandnets_cuda.timing import SPREAD_WARNING, paired_ratio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IN_CHECKOUT = (REPO / "setup.py").exists()  # False when installed as expandnets_cuda.bench
@@ -129,12 +129,55 @@ def network_ratios(rows: List[dict]) -> List[dict]:
             if peers:
                 best = min(peers, key=lambda name: peers[name]["step_ms"])
                 row["best_peer"], row["speedup_vs_best_peer"] = best, peers[best]["step_ms"] / r["step_ms"]
+                row["per_round_vs_best_peer"] = _per_round(peers[best], r)
             like = {n: v for n, v in peers.items() if _is_compiled(n) == _is_compiled(r["variant"])}
             if like:
                 best = min(like, key=lambda name: like[name]["step_ms"])
                 row["best_like_peer"], row["speedup_vs_best_like_peer"] = best, like[best]["step_ms"] / r["step_ms"]
         out.append(row)
     return out
+
+
+def _per_round(peer: dict, fused: dict) -> Optional[dict]:
+    """Peer time / fused time round by round (both from one round-robin): median, quartiles and
+    verdict (``timing.PairedRatio``); ``None`` for rows without their samples."""
+    a, b = peer.get("step_samples_ms"), fused.get("step_samples_ms")
+    if not a or not b or len(a) != len(b):
+        return None
+    return paired_ratio(a, b).as_dict()
+
+
+# How the per-round verdict reads from the fused model's side.
+FUSED_VERDICT = {"above": "faster", "below": "slower", "parity": "parity"}
+
+
+def _per_round_text(per_round: Optional[dict]) -> str:
+    if not per_round:
+        return ""
+    return (f"per round {per_round['median']:.2f}x ({per_round['q1']:.2f}-{per_round['q3']:.2f}, "
+            f"{FUSED_VERDICT[per_round['verdict']]})")
+
+
+def format_peer_grid(network_rows: List[dict]) -> str:
+    """Fused (eager) against the strongest peer, one line per model and form, one cell per rate:
+    the per-round ratio peer / fused with its quartiles and verdict (faster: fused faster in at
+    least three rounds in four; parity: the quartiles straddle 1)."""
+    cells: Dict[tuple, Dict[float, str]] = {}
+    rates: List[float] = []
+    for r in network_rows:
+        if r["variant"] != "fused" or not r.get("per_round_vs_best_peer"):
+            continue
+        p = r["per_round_vs_best_peer"]
+        cells.setdefault((r["model"], r["form"]), {})[r["rate"]] = (
+            f"{p['median']:.2f} ({p['q1']:.2f}-{p['q3']:.2f}) {FUSED_VERDICT[p['verdict']]}")
+        rates = sorted(set(rates) | {r["rate"]})
+    if not cells:
+        return ""
+    width = max(len(c) for row in cells.values() for c in row.values())
+    lines = [f"{'model':<13} {'form':<8} " + " ".join(f"{'r=' + format(rate, 'g'):<{width}}" for rate in rates)]
+    for (model, form), row in cells.items():
+        lines.append(f"{model:<13} {form:<8} " + " ".join(f"{row.get(rate, '-'):<{width}}" for rate in rates))
+    return "\n".join(lines)
 
 
 def _paper(r: dict) -> str:
@@ -179,8 +222,9 @@ def headline(network_rows: List[dict]) -> str:
         best = max((x for x in (r, twin) if x and x.get("speedup_vs_best_peer")),
                    key=lambda x: x["speedup_vs_best_peer"], default=None)
         if best is not None:
+            per_round = _per_round_text(best.get("per_round_vs_best_peer"))
             parts.append(f"best fused ({best['variant']}) {best['speedup_vs_best_peer']:.2f}x the strongest peer "
-                         f"({best['best_peer']})")
+                         f"({best['best_peer']})" + (f", {per_round}" if per_round else ""))
         if r.get("saved_vs_compact"):
             parts.append(f"uses {r['saved_vs_compact']:.2f}x the compact network's memory for backward")
         if r.get("launches") and compact_launches.get(r["model"]):

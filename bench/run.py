@@ -284,6 +284,12 @@ def main(argv=None) -> dict:
         print(f"\nHeadline ({env['device']}, training step at batch {cfg['network_batch']}, medians of "
               f"{cfg['rounds']} interleaved rounds):")
         print(report.headline(network_rows))
+        grid = report.format_peer_grid(network_rows)
+        if grid:
+            print("\nFused against the strongest peer, round by round: peer time / fused time, median "
+                  "(quartiles) over the rounds, and the verdict (faster or slower: in at least three rounds "
+                  "in four; parity: the quartiles straddle 1):")
+            print(grid)
     detail = args.verbose or not network_rows  # one table on the screen: the networks', where there are any
     if layer_rows and detail:
         print(f"\nLayers (batch {cfg['layer_batch']}; medians; spread = interquartile range / median, '!' over 10%; "
@@ -315,6 +321,7 @@ def main(argv=None) -> dict:
                          "layer_peers": layer_peers, "compile_rates": compile_rates, "forms": forms,
                          "scaling": [p.label for p in scaling_points] if not args.skip_scaling else []},
               "headline": report.headline(network_rows).splitlines() if network_rows else [],
+              "peer_grid": report.format_peer_grid(network_rows).splitlines() if network_rows else [],
               "layers": layer_rows, "networks": network_rows, "nonlinear": nonlinear_rows, "scaling": scaling_rows}
     report.write_json(out, record)
     stamp = f"{env['device']} - {env['date'][:10]} - torch {env['torch']}"

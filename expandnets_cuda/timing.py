@@ -10,13 +10,17 @@ median) when Triton is installed, else CUDA events around a block of calls.
 CPU: each round's sample is the mean of a calibrated block of calls, timed with
 ``time.perf_counter`` in the calling thread, so it runs at the thread count torch is set to
 (``torch.utils.benchmark.Timer`` defaults to *one* thread, whatever the process uses).
+
+Two variants of one round-robin are compared round by round (``paired_ratio``): their samples of
+the same round ran seconds apart, so a slow spell that lasts a round moves both and cancels in
+their ratio, where the ratio of the two medians keeps it.
 """
 from __future__ import annotations
 
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping
+from typing import Callable, Dict, List, Mapping, Sequence
 
 import torch
 
@@ -49,6 +53,40 @@ class Timing:
         """``{prefix}_ms``, ``{prefix}_spread`` and the raw samples (ms) for a JSON record."""
         return {f"{prefix}_ms": self.median * scale, f"{prefix}_spread": self.spread,
                 f"{prefix}_samples_ms": [s * scale for s in self.samples]}
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """Per-round ratio of two variants' times: its median and quartiles over the rounds."""
+    median: float
+    q1: float
+    q3: float
+
+    @property
+    def verdict(self) -> str:
+        """``"above"`` when at least three rounds in four put the ratio above 1, ``"below"`` when
+        three in four put it below, else ``"parity"`` (the noise straddles 1)."""
+        if self.q1 > 1.0:
+            return "above"
+        if self.q3 < 1.0:
+            return "below"
+        return "parity"
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"median": self.median, "q1": self.q1, "q3": self.q3, "verdict": self.verdict}
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> PairedRatio:
+    """``numerator[k] / denominator[k]`` per round ``k`` of one :func:`interleaved` run (sample
+    lists of equal length, in round order), summarised by median and quartiles."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"paired samples must be non-empty and of equal length, got {len(numerator)} "
+                         f"and {len(denominator)}")
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    if len(ratios) == 1:
+        return PairedRatio(ratios[0], ratios[0], ratios[0])
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return PairedRatio(median, q1, q3)
 
 
 def _sync(device: torch.device) -> None:

@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from expandnets_cuda.timing import SPREAD_WARNING, Timing, interleaved, median_seconds
+from expandnets_cuda.timing import SPREAD_WARNING, PairedRatio, Timing, interleaved, median_seconds, paired_ratio
 
 
 @pytest.fixture
@@ -56,3 +56,30 @@ def test_spread_is_the_interquartile_range_over_the_median():
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match="rounds"):
         interleaved({"a": lambda: None}, "cpu", rounds=0)
+
+
+def test_paired_ratio_cancels_a_slow_spell_that_moves_both_variants():
+    # Round 3 ran on a busy machine: both variants 1.5x slower. Per round, b is 1.05x a.
+    a = [10.0, 10.0, 15.0, 10.0, 10.0]
+    b = [10.5, 10.5, 15.75, 10.5, 10.5]
+    ratio = paired_ratio(b, a)
+    assert ratio.median == pytest.approx(1.05) and ratio.q1 == pytest.approx(1.05)
+    assert ratio.verdict == "above"
+    assert paired_ratio(a, b).verdict == "below"
+    assert paired_ratio(a, b).as_dict()["median"] == pytest.approx(1 / 1.05)
+
+
+def test_paired_ratio_says_parity_when_the_rounds_straddle_one():
+    ratio = paired_ratio([1.1, 0.9, 1.05, 0.95, 1.0], [1.0] * 5)
+    assert ratio.q1 < 1.0 < ratio.q3 and ratio.verdict == "parity"
+    assert paired_ratio([2.0], [1.0]) == PairedRatio(2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="equal length"):
+        paired_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_ratio([], [])
+
+
+def test_paired_samples_come_from_the_same_rounds():
+    timings = interleaved({"a": lambda: None, "b": lambda: None}, "cpu", min_run_time=0.004, rounds=4)
+    ratio = paired_ratio(timings["b"].samples, timings["a"].samples)
+    assert ratio.q1 <= ratio.median <= ratio.q3

@@ -69,6 +69,33 @@ def test_network_round_robin_has_every_variant_and_ratios():
     assert "smallnet3 CL r=2" in line and "the strongest peer (collapse)" in line and len(line.splitlines()) == 1
     assert f"{fused['speedup_vs_best_like_peer']:.2f}x collapse's" in line
     assert f"uses {fused['saved_vs_compact']:.2f}x the compact network's memory for backward" in line
+    per_round = fused["per_round_vs_best_peer"]  # from the same rounds' samples
+    ratios = sorted(a / b for a, b in zip(peer["step_samples_ms"], fused["step_samples_ms"]))
+    assert per_round["median"] == pytest.approx(ratios[1]) and per_round["q1"] <= per_round["q3"]
+    assert f"per round {per_round['median']:.2f}x" in line
+    grid = report.format_peer_grid(rows).splitlines()
+    assert grid[0].split()[:3] == ["model", "form", "r=2"] and grid[1].startswith("smallnet3     cl ")
+
+
+def test_the_peer_grid_reads_each_rate_round_by_round():
+    def row(variant, samples, form="cl", rate=4.0):
+        samples = list(samples)
+        return {"model": "m", "form": form, "rate": rate if form != "compact" else None, "variant": variant,
+                "step_ms": sorted(samples)[len(samples) // 2], "step_samples_ms": samples,
+                "images_per_s": 1.0, "saved_bytes": 10, "params": 5 if form != "compact" else 1}
+    # Rate 2: the peer is slower in every round although a slow round puts their medians level.
+    # Rate 4: the rounds straddle 1. Rate 8: the fused model is slower in every round.
+    rows = report.network_ratios([
+        row("compact", [10, 10, 10, 10, 10], "compact"),
+        row("fused", [12, 12, 24, 12, 24], rate=2.0), row("collapse", [12.6, 12.6, 25.2, 12.6, 25.2], rate=2.0),
+        row("fused", [12, 12, 12, 12, 12]), row("collapse", [11, 13, 12, 11.5, 12.5]),
+        row("fused", [12, 12, 12, 12, 12], rate=8.0), row("collapse", [11, 11.5, 11, 11.5, 11], rate=8.0)])
+    verdicts = {r["rate"]: r["per_round_vs_best_peer"]["verdict"] for r in rows if r["variant"] == "fused"}
+    assert verdicts == {2.0: "above", 4.0: "parity", 8.0: "below"}
+    grid = report.format_peer_grid(rows).splitlines()
+    assert len(grid) == 2 and grid[1].split()[:2] == ["m", "cl"]
+    assert "1.05 (1.05-1.05) faster" in grid[1] and "1.00 (0.96-1.04) parity" in grid[1] and "slower" in grid[1]
+    assert report.format_peer_grid([r for r in rows if r["variant"] == "compact"]) == ""
 
 
 def test_the_compiled_fused_model_joins_where_asked_and_is_compared_like_for_like():
