@@ -435,3 +435,14 @@ def test_scaling_table_and_plot_with_imagenet_points_and_no_floor(tmp_path):
     kinds = [(kind, key) for kind, key, _ in report._scaling_panels(rows)]
     assert kinds == [("batch", "cl"), ("imagenet", 8), ("px", "cl")]
     assert report.plot_scaling(rows, tmp_path / "s.png", "t").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("b", [3, 5])
+def test_every_fold_method_computes_the_fold_and_its_gradients(b):
+    from bench.fold_methods import METHODS, bench_fold
+    rows = bench_fold(8, 6, 4, b, min_run_time=0.01, rounds=2)
+    assert [r["method"] for r in rows] == list(METHODS)
+    errors = {r["method"]: r["error"] for r in rows}
+    assert errors["library"] < 1e-5 and errors["peer"] < 1e-5  # float32 rounding of one contraction
+    assert errors["toom-cook"] < 1e-3 and errors["fft"] < 1e-4  # the same fold, other rounding
+    assert all(r["forward_ms"] > 0 and r["backward_ms"] > 0 for r in rows)
