@@ -158,21 +158,34 @@ def _per_round_text(per_round: Optional[dict]) -> str:
             f"{FUSED_VERDICT[per_round['verdict']]})")
 
 
+def _best_fused(rows: List[dict]) -> Dict[tuple, dict]:
+    """Per (model, form, rate): the fused row (eager or compiled) with the larger speed-up over the
+    strongest peer of any kind, as the headline picks it."""
+    best: Dict[tuple, dict] = {}
+    for r in rows:
+        if r["variant"] in FUSED_VARIANTS and r.get("speedup_vs_best_peer"):
+            key = (r["model"], r["form"], r["rate"])
+            if key not in best or r["speedup_vs_best_peer"] > best[key]["speedup_vs_best_peer"]:
+                best[key] = r
+    return best
+
+
 def format_peer_grid(network_rows: List[dict]) -> str:
-    """Fused (eager) against the strongest peer, one line per model and form, one cell per rate:
-    the per-round ratio peer / fused with its quartiles and verdict (faster: fused faster in at
-    least three rounds in four; parity: the quartiles straddle 1)."""
+    """The best fused model (the headline's) against the strongest peer, one line per model and
+    form, one cell per rate: the per-round ratio peer / fused with its quartiles and verdict
+    (faster: fused faster in at least three rounds in four; parity: the quartiles straddle 1);
+    ``[compiled]`` where the compiled fused model is the better one, against its peer."""
     cells: Dict[tuple, Dict[float, str]] = {}
-    rates: List[float] = []
-    for r in network_rows:
-        if r["variant"] != "fused" or not r.get("per_round_vs_best_peer"):
+    for (model, form, rate), r in _best_fused(network_rows).items():
+        p = r.get("per_round_vs_best_peer")
+        if not p:
             continue
-        p = r["per_round_vs_best_peer"]
-        cells.setdefault((r["model"], r["form"]), {})[r["rate"]] = (
-            f"{p['median']:.2f} ({p['q1']:.2f}-{p['q3']:.2f}) {FUSED_VERDICT[p['verdict']]}")
-        rates = sorted(set(rates) | {r["rate"]})
+        compiled = " [compiled]" if _is_compiled(r["variant"]) else ""
+        cells.setdefault((model, form), {})[rate] = (
+            f"{p['median']:.2f} ({p['q1']:.2f}-{p['q3']:.2f}) {FUSED_VERDICT[p['verdict']]}{compiled}")
     if not cells:
         return ""
+    rates = sorted({rate for row in cells.values() for rate in row})
     width = max(len(c) for row in cells.values() for c in row.values())
     lines = [f"{'model':<13} {'form':<8} " + " ".join(f"{'r=' + format(rate, 'g'):<{width}}" for rate in rates)]
     for (model, form), row in cells.items():
@@ -219,8 +232,7 @@ def headline(network_rows: List[dict]) -> str:
         twin = compiled.get((r["model"], r["form"], r["rate"]))
         if twin and twin.get("best_like_peer"):
             parts.append(f"compiled {twin['speedup_vs_best_like_peer']:.2f}x {twin['best_like_peer']}'s")
-        best = max((x for x in (r, twin) if x and x.get("speedup_vs_best_peer")),
-                   key=lambda x: x["speedup_vs_best_peer"], default=None)
+        best = _best_fused([x for x in (r, twin) if x]).get((r["model"], r["form"], r["rate"]))
         if best is not None:
             per_round = _per_round_text(best.get("per_round_vs_best_peer"))
             parts.append(f"best fused ({best['variant']}) {best['speedup_vs_best_peer']:.2f}x the strongest peer "
