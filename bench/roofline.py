@@ -1,7 +1,10 @@
 """The floor the work a fused network adds to a training step sets: a roofline per phase.
 
 Each phase of the added work has multiply-adds (at the GEMM rate) and bytes it must move (at the
-copy bandwidth), both rates measured in the same run; its floor is the larger of the two times.
+copy bandwidth), both rates measured in the same run (``bench.step_profile`` times their probes in
+the same round-robin as the steps: on a shared machine a rate measured apart from them moved
+between 83 and 172 GFLOP/s and put the floor above the step's own added time); its floor is the
+larger of the two times.
 
 * ``compose_forward``: the composition in the orders the cost model picks (CL/FC: the cheaper of
   ``(W3 W2) W1`` and ``W3 (W2 W1)``; CK: every fold). Bytes: read the expanded parameters, write
@@ -15,14 +18,15 @@ copy bandwidth), both rates measured in the same run; its floor is the larger of
 Intermediates (``W2 W1``, partial kernels) are not counted as traffic: a perfect implementation
 could keep them in cache. So the floor is what no implementation can beat on this machine.
 
-    rates = measure_rates(device)                  # Rates(gemm_gflops, copy_gbps)
+    rates = measure_rates(device)                  # Rates(gemm_gflops, copy_gbps); or time
+                                                   # rate_probes(device) beside the steps
     work = added_work(fused_model, compact_model)  # {phase: Work(macs, bytes)}
     floors = floor_ms(work, rates)                 # {phase: ms, ..., "total": ms}
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable
+from typing import Callable, Dict, Iterable
 
 import torch
 from torch import nn
@@ -56,24 +60,32 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     return min(call_seconds(fn, device, repeats + 3)[3:])
 
 
-def gemm_rate(device: torch.device, repeats: int = 30) -> float:
-    """GFLOP/s of a float32 GEMM shaped like the composition's large ones (the best of ``repeats``)."""
-    a = torch.randn(12544, 256, device=device)
-    b = torch.randn(256, 64, device=device)
-    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / _best_seconds(lambda: a @ b, device, repeats) / 1e9
+# The probes the rates come from: a GEMM shaped like the composition's large ones, and a copy of
+# a float32 tensor larger than the caches.
+GEMM_SHAPE = (12544, 256, 64)  # (m, k, n)
+COPY_MEGABYTES = 64
 
 
-def copy_bandwidth(device: torch.device, megabytes: int = 64, repeats: int = 30) -> float:
-    """GB/s moved (read + written) by copying a ``megabytes`` float32 tensor, larger than the caches
-    (the best of ``repeats``)."""
-    src = torch.randn(megabytes * (1 << 20) // 4, device=device)
+def rate_probes(device: torch.device) -> Dict[str, Callable[[], object]]:
+    """``{"gemm": fn, "copy": fn}``: the calls whose times give ``rates_from_seconds``; time them
+    in the same round-robin as the steps their floor is compared with, so both see one machine."""
+    m, k, n = GEMM_SHAPE
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    src = torch.randn(COPY_MEGABYTES * (1 << 20) // 4, device=device)
     dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / _best_seconds(lambda: dst.copy_(src), device, repeats) / 1e9
+    return {"gemm": lambda: a @ b, "copy": lambda: dst.copy_(src)}
 
 
-def measure_rates(device: torch.device) -> Rates:
+def rates_from_seconds(gemm_seconds: float, copy_seconds: float) -> Rates:
+    m, k, n = GEMM_SHAPE
+    return Rates(2 * m * k * n / gemm_seconds / 1e9, 2 * COPY_MEGABYTES * (1 << 20) / copy_seconds / 1e9)
+
+
+def measure_rates(device: torch.device, repeats: int = 30) -> Rates:
+    """The probes' best of ``repeats`` calls each (one measurement, for callers with no round-robin)."""
     device = torch.device(device)
-    return Rates(gemm_rate(device), copy_bandwidth(device))
+    probes = rate_probes(device)
+    return rates_from_seconds(_best_seconds(probes["gemm"], device, repeats), _best_seconds(probes["copy"], device, repeats))
 
 
 def _numel(tensors: Iterable[torch.Tensor]) -> int:

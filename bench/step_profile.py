@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # `python bench/step_profile.py` as well as `pyth
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-import expandnets_cuda as ec  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
 
 from . import roofline  # noqa: E402
@@ -76,12 +75,16 @@ def network_composition_macs(model: nn.Module) -> int:
     return sum(composition_macs(m) for m in roofline.fused_units(model))
 
 
-def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds: int = 7) -> Dict[str, float]:
-    """Unprofiled step medians of both, timed interleaved, and the difference."""
-    timings = interleaved({"compact": compact.step, "fused": fused.step}, device, min_run_time=0.3, rounds=rounds)
-    out = {name: t.median * 1e3 for name, t in timings.items()}
+def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds: int = 7):
+    """Unprofiled step medians of both and their difference, timed interleaved with the roofline's
+    rate probes, and the rates from the probes' medians over the same rounds."""
+    probes = roofline.rate_probes(device)
+    timings = interleaved({"compact": compact.step, "fused": fused.step,
+                           "rate:gemm": probes["gemm"], "rate:copy": probes["copy"]},
+                          device, min_run_time=0.3, rounds=rounds)
+    out = {name: timings[name].median * 1e3 for name in ("compact", "fused")}
     out["added"] = out["fused"] - out["compact"]
-    return out
+    return out, roofline.rates_from_seconds(timings["rate:gemm"].median, timings["rate:copy"].median)
 
 
 def report(model_name: str, form: str, rate: float, batch: int, device: torch.device, steps: int = 5,
@@ -89,9 +92,8 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
     torch.manual_seed(0)
     compact = Variant(build(model_name, "compact", None, backend), "compact", None, "compact", batch, device)
     fused = Variant(build(model_name, form, rate, backend), form, rate, "fused", batch, device)
-    timed = added_step_ms(compact, fused, device, rounds)
+    timed, rates = added_step_ms(compact, fused, device, rounds)
     (compact_parts, compact_ops), (fused_parts, fused_ops) = profile_step(compact, steps), profile_step(fused, steps)
-    rates = roofline.measure_rates(device)
     work = roofline.added_work(fused.model, compact.model)
     floors = roofline.floor_ms(work, rates)
     phases = {phase: dict(gmac=w.macs / 1e9, mb=w.bytes / 1e6, compute_ms=2 * w.macs / rates.gemm_gflops / 1e6,
@@ -113,7 +115,7 @@ def format_report(r: dict) -> str:
              f"step (unprofiled, interleaved medians): compact {t['compact']:.2f} ms, fused {t['fused']:.2f} ms, "
              f"added {t['added']:.2f} ms",
              f"floor of the added work (GEMM {r['gemm_gflops']:.0f} GFLOP/s and copy {r['copy_gbps']:.1f} GB/s, "
-             "measured here):",
+             "medians of their probes timed in the same rounds as the steps):",
              f"  {'phase':<17} {'GMAC':>7} {'MB':>7} {'compute':>8} {'memory':>8} {'floor ms':>9}"]
     for phase, p in r["phases"].items():
         lines.append(f"  {phase:<17} {p['gmac']:7.3f} {p['mb']:7.1f} {p['compute_ms']:8.2f} {p['memory_ms']:8.2f} "

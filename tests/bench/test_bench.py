@@ -294,6 +294,18 @@ def test_step_profile_attributes_the_added_time_and_counts_the_floor():
     assert r["added_vs_floor"] == pytest.approx(r["timed"]["added"] / r["floor_ms"])
     text = step_profile.format_report(r)
     assert "x the floor" in text and "compose_backward" in text and text.count("\n") >= 12
+    assert r["gemm_gflops"] > 0 and r["copy_gbps"] > 0  # from probes timed beside the steps
+
+
+def test_roofline_rates_come_from_their_probes():
+    from bench import roofline
+    probes = roofline.rate_probes(torch.device("cpu"))
+    m, k, n = roofline.GEMM_SHAPE
+    assert tuple(probes["gemm"]().shape) == (m, n)
+    rates = roofline.rates_from_seconds(2 * m * k * n / 1e9, 2 * roofline.COPY_MEGABYTES * (1 << 20) / 1e9)
+    assert rates.gemm_gflops == pytest.approx(1.0) and rates.copy_gbps == pytest.approx(1.0)
+    measured = roofline.measure_rates(torch.device("cpu"), repeats=2)
+    assert measured.gemm_gflops > 0 and measured.copy_gbps > 0
 
 
 def test_roofline_work_of_a_unit_by_hand():
