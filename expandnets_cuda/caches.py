@@ -11,7 +11,8 @@ cache                                          key                              
 backends.auto._MEMORY (mirror of the JSON file) device|unit spec|input shape|dtype|layout one per measured
                                                                                            shape (CUDA only:
                                                                                            a CPU has one pair)
-backends.auto._FOUND                           (device type, nonlinear)                    4
+backends.auto._FOUND (+ _FOUND_WITH: the      (device type, nonlinear)                    4
+registry state each entry was found with)
 backends.registry._LOADED                      (stage, backend name)                       registered names
 backends.triton_mode._KERNEL_MODE              id of the kernels.triton package            1
 compose.products._PLANS                        CL unit shape (i, a, c, o, taps)            PLAN_CACHE_SIZE

@@ -103,6 +103,12 @@ def _require_a_device(impl) -> None:
         f"run on a machine with a {' or '.join(impl.device_types)} device")
 
 
+def loaders() -> Tuple[Tuple[str, Callable], ...]:
+    """Every registered loader as ``(name, loader)``, composers, convolvers and chains: what
+    ``backends.auto`` compares to know whether its candidates may have changed."""
+    return (*_COMPOSER_LOADERS.items(), *_CONVOLVER_LOADERS.items(), *_CHAIN_LOADERS.items())
+
+
 # --- names ------------------------------------------------------------------------------------
 def backend_names() -> Tuple[str, ...]:
     """The reference and every registered composer and convolver (chain backends: ``chain_names``)."""

@@ -89,3 +89,27 @@ def test_clear_and_damaged_cache(cache_dir, slow_convolver):
     autotune.cache_path().write_text("{not json")
     unit(torch.randn(1, 3, 5, 5))  # a damaged file is re-measured and rewritten
     assert len(autotune.cached_choices()) == 1
+
+
+def test_auto_probes_the_backends_once_until_the_registry_changes(cache_dir, monkeypatch):
+    """An unavailable backend is probed once, not at every forward (the CUDA probe looks for its
+    extension on disk); registering a loader, or ``clear_cache()``, probes again."""
+    probes = []
+
+    def unavailable():
+        probes.append(1)
+        raise ec.BackendUnavailableError("never here", "nothing to do")
+
+    monkeypatch.setitem(backends._COMPOSER_LOADERS, "absent", unavailable)
+    unit = ec.FusedExpandConv2d(3, 4, 3, padding=1, rate=2)
+    x = torch.randn(1, 3, 6, 6)
+    for _ in range(3):
+        assert unit._resolve(x).name == "torch"
+        unit(x)
+    assert len(probes) == 1
+    monkeypatch.setitem(backends._CONVOLVER_LOADERS, "also-absent", unavailable)
+    unit(x)
+    assert len(probes) == 3  # the new loader, and the composer again (the registry changed)
+    autotune.clear_cache()
+    unit(x)
+    assert len(probes) == 5
