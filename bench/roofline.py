@@ -2,9 +2,9 @@
 
 Each phase of the added work has multiply-adds (at the GEMM rate) and bytes it must move (at the
 copy bandwidth), both rates measured in the same run (``bench.step_profile`` times their probes in
-the same round-robin as the steps: on a shared machine a rate measured apart from them moved
-between 83 and 172 GFLOP/s and put the floor above the step's own added time); its floor is the
-larger of the two times.
+the same round-robin as the steps and takes their best round: on a shared machine the best of 30
+back-to-back calls moved between 83 and 172 GFLOP/s and put the floor above the step's own added
+time); its floor is the larger of the two times.
 
 * ``compose_forward``: the composition in the orders the cost model picks (CL/FC: the cheaper of
   ``(W3 W2) W1`` and ``W3 (W2 W1)``; CK: every fold). Bytes: read the expanded parameters, write
