@@ -25,7 +25,6 @@ import sys
 from typing import Callable, Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -33,6 +32,8 @@ if __package__ in (None, ""):
 
 from expandnets_cuda.compose import products  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
+
+from . import peers  # noqa: E402
 
 Tensor = torch.Tensor
 # (later out, later in, earlier in, earlier kernel): every CK fold of SmallNet k=7 at r = 2, 4, 8
@@ -58,21 +59,25 @@ def toom_cook_maps(a: int, b: int, dtype: torch.dtype) -> Tuple[Tensor, Tensor, 
     return (torch.kron(va, va).to(dtype), torch.kron(vb, vb).to(dtype), torch.kron(inverse, inverse).to(dtype))
 
 
-def toom_cook_fold(later: Tensor, earlier: Tensor, maps) -> Tensor:
+def _evaluated(later: Tensor, earlier: Tensor, maps):
+    """Both kernels at the ``(a+b-1)^2`` points: ``(points, o, c)`` and ``(points, c, i)``."""
     (o, c, a, _), (_, i, b, _) = later.shape, earlier.shape
-    ta, tb, interp = maps
+    ta, tb, _ = maps
     n = (a + b - 1) ** 2
-    lh = (ta @ later.reshape(o * c, a * a).t()).view(n, o, c)
-    eh = (tb @ earlier.reshape(c * i, b * b).t()).view(n, c, i)
-    return (torch.bmm(lh, eh).view(n, o * i).t() @ interp.t()).view(o, i, a + b - 1, a + b - 1)
+    return (ta @ later.reshape(o * c, a * a).t()).view(n, o, c), (tb @ earlier.reshape(c * i, b * b).t()).view(n, c, i)
+
+
+def toom_cook_fold(later: Tensor, earlier: Tensor, maps) -> Tensor:
+    (o, _, a, _), (_, i, b, _) = later.shape, earlier.shape
+    lh, eh = _evaluated(later, earlier, maps)
+    return (torch.bmm(lh, eh).view(-1, o * i).t() @ maps[2].t()).view(o, i, a + b - 1, a + b - 1)
 
 
 def toom_cook_fold_backward(later: Tensor, earlier: Tensor, dk: Tensor, maps):
     (o, c, a, _), (_, i, b, _) = later.shape, earlier.shape
     ta, tb, interp = maps
     n = (a + b - 1) ** 2
-    lh = (ta @ later.reshape(o * c, a * a).t()).view(n, o, c)
-    eh = (tb @ earlier.reshape(c * i, b * b).t()).view(n, c, i)
+    lh, eh = _evaluated(later, earlier, maps)
     dz = (interp.t() @ dk.reshape(o * i, n).t()).view(n, o, i)
     d_later = (torch.bmm(dz, eh.transpose(1, 2)).view(n, o * c).t() @ ta).view(o, c, a, a)
     d_earlier = (torch.bmm(lh.transpose(1, 2), dz).view(n, c * i).t() @ tb).view(c, i, b, b)
@@ -106,10 +111,6 @@ def fft_fold_backward(later: Tensor, earlier: Tensor, dk: Tensor):
             torch.fft.irfft2(d_earlier, s=(n, n)).flip(2, 3)[:, :, :b, :b])
 
 
-def peer_fold(later: Tensor, earlier: Tensor) -> Tensor:
-    return F.conv2d(earlier.transpose(0, 1), later.flip(-1, -2), padding=later.shape[-1] - 1).transpose(0, 1)
-
-
 def _methods(later: Tensor, earlier: Tensor, dk: Tensor) -> Dict[str, Tuple[Callable, Callable]]:
     """Per method: ``forward() -> K`` and ``backward() -> (d later, d earlier)``."""
     maps = toom_cook_maps(later.shape[-1], earlier.shape[-1], later.dtype)
@@ -118,14 +119,14 @@ def _methods(later: Tensor, earlier: Tensor, dk: Tensor) -> Dict[str, Tuple[Call
     earlier_as_held = earlier.contiguous(memory_format=torch.channels_last) if earlier.shape[-1] == 3 else earlier
 
     lat, ear = later.detach().requires_grad_(), earlier.detach().requires_grad_()
-    folded = peer_fold(lat, ear)  # the graph is built once: its backward alone is timed
+    folded = peers.fold(lat, ear)  # the graph is built once: its backward alone is timed
 
     def peer_backward():
         return torch.autograd.grad(folded, (lat, ear), dk, retain_graph=True)
 
     return {"library": (lambda: products.fold_forward(later, earlier),
                         lambda: products.fold_backward(later_cl, earlier_as_held, dk)),
-            "peer": (lambda: peer_fold(later, earlier), peer_backward),
+            "peer": (lambda: peers.fold(later, earlier), peer_backward),
             "toom-cook": (lambda: toom_cook_fold(later, earlier, maps),
                           lambda: toom_cook_fold_backward(later, earlier, dk, maps)),
             "fft": (lambda: fft_fold(later, earlier), lambda: fft_fold_backward(later, earlier, dk))}

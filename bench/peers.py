@@ -54,14 +54,18 @@ def collapse_cl(layers, groups: int):
     return weight, torch.einsum("goc,gc->go", W3, inner).reshape(-1) + layers[2].bias
 
 
+def fold(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+    """The kernel of two stacked convs, their full convolution: a conv of the earlier kernel (as a
+    batch over its input channels) with the flipped later one."""
+    return F.conv2d(earlier.transpose(0, 1), later.flip(-1, -2), padding=later.shape[-1] - 1).transpose(0, 1)
+
+
 def collapse_ck(layers):
-    """Fold the 3x3 stack left to right: the kernel of two stacked convs is their full convolution,
-    computed as a conv of the earlier kernel (as a batch over its input channels) with the flipped later one."""
+    """Fold the 3x3 stack left to right (``fold``), the biases with each later kernel's tap sums."""
     weight, bias = layers[0].weight, layers[0].bias
     for layer in layers[1:]:
         later = layer.weight
-        span = later.shape[-1] - 1
-        weight = F.conv2d(weight.transpose(0, 1), later.flip(-1, -2), padding=span).transpose(0, 1)
+        weight = fold(later, weight)
         if bias is not None:
             bias = later.sum(dim=(2, 3)) @ bias + layer.bias
     return weight, bias

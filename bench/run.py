@@ -280,11 +280,12 @@ def main(argv=None) -> dict:
                                                     torch.float32, cfg["min_run_time"], cfg["rounds"])
     progress.close()
 
+    headline = report.headline(network_rows) if network_rows else ""
+    grid = report.format_peer_grid(network_rows) if network_rows else ""
     if network_rows:
         print(f"\nHeadline ({env['device']}, training step at batch {cfg['network_batch']}, medians of "
               f"{cfg['rounds']} interleaved rounds):")
-        print(report.headline(network_rows))
-        grid = report.format_peer_grid(network_rows)
+        print(headline)
         if grid:
             print("\nFused against the strongest peer, round by round: peer time / fused time, median "
                   "(quartiles) over the rounds, and the verdict (faster or slower: in at least three rounds "
@@ -320,8 +321,7 @@ def main(argv=None) -> dict:
               "config": {**cfg, "rates": rates, "strategies": strategies, "backends": backends, "peers": peers,
                          "layer_peers": layer_peers, "compile_rates": compile_rates, "forms": forms,
                          "scaling": [p.label for p in scaling_points] if not args.skip_scaling else []},
-              "headline": report.headline(network_rows).splitlines() if network_rows else [],
-              "peer_grid": report.format_peer_grid(network_rows).splitlines() if network_rows else [],
+              "headline": headline.splitlines(), "peer_grid": grid.splitlines(),
               "layers": layer_rows, "networks": network_rows, "nonlinear": nonlinear_rows, "scaling": scaling_rows}
     report.write_json(out, record)
     stamp = f"{env['device']} - {env['date'][:10]} - torch {env['torch']}"
