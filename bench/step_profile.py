@@ -2,24 +2,31 @@
 
     python -m bench.step_profile --form cl --rate 8 --threads 2      # SmallNet k=7, batch 128, CPU
 
-Times the compact and the fused network's training step interleaved (no profiler: the overhead
-the fused step adds), then profiles a few steps of each (``torch.profiler``) and gives each
-operator's self time to the part of the step that called it: the *composition* (the composers'
-Functions forward and backward, and the network composer's call), the *optimizer*
-(``optimizer.step``), or the *network* (convolutions, norms, pooling, loss: what the compact step
-runs as well). The floor (``bench/roofline.py``): per phase of the added work (composition
-forward, composition backward, the optimizer's update of the parameters the expansion adds), the
-larger of its multiply-adds at the GEMM rate and its bytes at the copy bandwidth, both measured in
-the same run. It prints the added time as a multiple of that floor, and per part where the
-profiled time goes beyond it.
+Times, round-robin and without the profiler: the compact and the fused network's training steps
+(their difference is the added time), the fused network's composition alone (the network
+composer's call and the backward of every composed weight from fixed gradients), each network's
+optimizer step alone, and the two rate probes. So the added time splits into the composition,
+the optimizer's extra work and the rest (what the fused step's autograd graph, allocations and
+caches cost the network around it), each beside its floor. The floor (``bench/roofline.py``):
+per phase of the added work (composition forward, composition backward, the optimizer's update
+of the parameters the expansion adds), the larger of its multiply-adds at the GEMM rate and its
+bytes at the copy bandwidth, both from the probes of the same rounds.
+
+A profile of a few steps of each network (``torch.profiler``) then gives each operator's self
+time to the part of the step that called it (*composition*, *optimizer*, or *network*: what the
+compact step runs as well), and splits the composition's operators by kind: GEMMs (with the rate
+they reached on the composition's multiply-adds), passes over memory, and per-operator cost
+(metadata operators, Python, the autograd engine). Profiled times include the profiler's own
+cost; the unprofiled split above is the one to quote.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
+import statistics
 import sys
 from collections import defaultdict
-from typing import Dict, Tuple
+from typing import Callable, Dict
 
 import torch
 from torch import nn
@@ -28,15 +35,28 @@ if __package__ in (None, ""):  # `python bench/step_profile.py` as well as `pyth
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
+from expandnets_cuda.nn.unit import unstage  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
 
 from . import roofline  # noqa: E402
 from .network import Variant, build  # noqa: E402
 
 PARTS = ("network", "composition", "optimizer")
-# Names of the profiler ranges each part runs under (a prefix match on any enclosing range).
-_COMPOSITION = ("_ComposeCL", "_ComposeCK", "expandnets::", "network_compose")
+# Names of the profiler ranges each part runs under (a match on any enclosing range): every
+# composer's autograd Function (``_ComposeCL``, ``_ComposeFC``, ``_ComposeCKNetwork``, ...) and its
+# backward node, and the network composer's range and ops.
+_COMPOSITION = ("_Compose", "expandnets::")
 _OPTIMIZER = ("Optimizer.",)
+# The composition's operators by kind (``operator_kind``). GEMM-like: matrix products and the
+# convolutions CK's folds run. Metadata: operators that touch no data (their cost is dispatch).
+KINDS = ("gemm", "memory", "per-operator")
+_GEMM_MARKERS = ("mm", "matmul", "mv", "conv", "dot", "linear")
+_METADATA = frozenset(f"aten::{name}" for name in (
+    "view", "reshape", "_reshape_alias", "expand", "transpose", "t", "permute", "unsqueeze", "squeeze",
+    "select", "slice", "as_strided", "empty", "empty_strided", "detach", "alias", "split", "chunk",
+    "unbind", "narrow", "contiguous", "resolve_conj", "resolve_neg", "view_as", "expand_as", "unflatten",
+    "flatten", "_unsafe_view", "lift_fresh", "result_type", "is_nonzero", "item", "_local_scalar_dense",
+    "to", "empty_like", "new_empty", "clone"))  # to/clone: their copy (if any) is a copy_ of its own
 
 
 def _part(event) -> str:
@@ -49,8 +69,9 @@ def _part(event) -> str:
     return "network"
 
 
-def profile_step(variant: Variant, steps: int = 5, warmup: int = 3) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """Milliseconds per step by part, and by operator (name and input shapes), of ``variant.step``."""
+def profile_step(variant: Variant, steps: int = 5, warmup: int = 3):
+    """Milliseconds per step of ``variant.step`` by part, and the composition's by operator (name
+    and input shapes) and by ``KINDS`` (``{kind: {"ms", "ops"}}``, operators per step)."""
     for _ in range(warmup):
         variant.step()
     with torch.profiler.profile(record_shapes=True) as prof:
@@ -58,11 +79,63 @@ def profile_step(variant: Variant, steps: int = 5, warmup: int = 3) -> Tuple[Dic
             variant.step()
     by_part: Dict[str, float] = defaultdict(float)
     by_op: Dict[str, float] = defaultdict(float)
+    by_kind = {kind: {"ms": 0.0, "ops": 0.0} for kind in KINDS}
     for event in prof.events():
         ms = event.self_cpu_time_total / 1e3 / steps
-        by_part[_part(event)] += ms
-        by_op[f"{event.name} {event.input_shapes}"] += ms
-    return {part: by_part.get(part, 0.0) for part in PARTS}, dict(by_op)
+        part = _part(event)
+        by_part[part] += ms
+        if part == "composition":
+            by_op[f"{event.name} {event.input_shapes}"] += ms
+            kind = by_kind[operator_kind(event.name)]
+            kind["ms"] += ms
+            kind["ops"] += 1 / steps
+    return {part: by_part.get(part, 0.0) for part in PARTS}, dict(by_op), by_kind
+
+
+def operator_kind(name: str) -> str:
+    """``"gemm"``, ``"memory"`` (an ATen operator that reads or writes data) or ``"per-operator"``
+    (metadata operators, Python Functions' own time, the autograd engine's bookkeeping)."""
+    if not name.startswith("aten::"):
+        return "per-operator"
+    if name in _METADATA:
+        return "per-operator"
+    if any(marker in name[len("aten::"):] for marker in _GEMM_MARKERS):
+        return "gemm"
+    return "memory"
+
+
+def composition_call(model: nn.Module) -> Callable[[], None]:
+    """One step's composition alone: the network composer's call, then the backward of every
+    composed weight and bias from fixed random gradients (what the loss would send them), the
+    gradients dropped after. Call it after a training step (the composer groups the units that
+    have run)."""
+    composer = model.__dict__.get("_network_composer")
+    if composer is None:
+        raise ValueError("model has no network composer: build it with expandnets_cuda.expand_model")
+
+    def composed():
+        composer.compose()
+        staged = [unstage(unit) for unit in composer.units]
+        return [t for found in staged if found is not None for t in found[1] if t is not None]
+
+    cotangents = [torch.randn_like(t) for t in composed()]
+    params = [p for unit in composer.units for p in unit.parameters()]
+
+    def call():
+        torch.autograd.backward(composed(), cotangents)
+        for p in params:
+            p.grad = None
+
+    return call
+
+
+def optimizer_call(variant: Variant) -> Callable[[], object]:
+    """``variant``'s optimizer step alone, on copies of its parameters with random gradients (the
+    same optimizer and settings; the model itself is left untouched)."""
+    params = [p.detach().clone() for p in variant.model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    return type(variant.optimizer)(params, **variant.optimizer.defaults).step
 
 
 def composition_macs(unit: nn.Module) -> int:
@@ -76,17 +149,30 @@ def network_composition_macs(model: nn.Module) -> int:
 
 
 def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds: int = 7):
-    """Unprofiled step medians of both and their difference, timed interleaved with the roofline's
-    rate probes, and the rates from the probes' best samples over the same rounds (a floor wants
+    """Unprofiled medians, timed round-robin with the roofline's rate probes: both steps and their
+    per-round difference (``added``), the fused network's composition alone (``composition``), the
+    per-round difference of the two optimizer steps alone (``optimizer``), and ``rest`` = added -
+    composition - optimizer. Also the rates from the probes' best samples over the same rounds (a floor wants
     the rate the machine reached, and rounds spread over the whole run rarely all land in a slow
     spell, where the best of back-to-back calls did)."""
     probes = roofline.rate_probes(device)
+    fused.step()  # the composer groups units that have run
     timings = interleaved({"compact": compact.step, "fused": fused.step,
+                           "composition": composition_call(fused.model),
+                           "optimizer:compact": optimizer_call(compact), "optimizer:fused": optimizer_call(fused),
                            "rate:gemm": probes["gemm"], "rate:copy": probes["copy"]},
                           device, min_run_time=0.3, rounds=rounds)
-    out = {name: timings[name].median * 1e3 for name in ("compact", "fused")}
-    out["added"] = out["fused"] - out["compact"]
+    out = {name: timings[name].median * 1e3 for name in ("compact", "fused", "composition")}
+    out["added"] = _paired_difference_ms(timings["fused"], timings["compact"])
+    out["optimizer"] = _paired_difference_ms(timings["optimizer:fused"], timings["optimizer:compact"])
+    out["rest"] = out["added"] - out["composition"] - out["optimizer"]
     return out, roofline.rates_from_seconds(min(timings["rate:gemm"].samples), min(timings["rate:copy"].samples))
+
+
+def _paired_difference_ms(a, b) -> float:
+    """The median over rounds of ``a``'s sample minus ``b``'s of the same round (ms): steadier than
+    a difference of medians when the machine's speed drifts between rounds."""
+    return statistics.median(x - y for x, y in zip(a.samples, b.samples)) * 1e3
 
 
 def report(model_name: str, form: str, rate: float, batch: int, device: torch.device, steps: int = 5,
@@ -95,20 +181,23 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
     compact = Variant(build(model_name, "compact", None, backend), "compact", None, "compact", batch, device)
     fused = Variant(build(model_name, form, rate, backend), form, rate, "fused", batch, device)
     timed, rates = added_step_ms(compact, fused, device, rounds)
-    (compact_parts, compact_ops), (fused_parts, fused_ops) = profile_step(compact, steps), profile_step(fused, steps)
+    (compact_parts, _, _), (fused_parts, fused_ops, kinds) = profile_step(compact, steps), profile_step(fused, steps)
     work = roofline.added_work(fused.model, compact.model)
     floors = roofline.floor_ms(work, rates)
     phases = {phase: dict(gmac=w.macs / 1e9, mb=w.bytes / 1e6, compute_ms=2 * w.macs / rates.gemm_gflops / 1e6,
                           memory_ms=w.bytes / rates.copy_gbps / 1e6, floor_ms=floors[phase])
               for phase, w in work.items()}
-    added = sorted(((ms - compact_ops.get(op, 0.0), op) for op, ms in fused_ops.items()), reverse=True)[:top]
+    composition_gmac = sum(p["gmac"] for name, p in phases.items() if name != "optimizer")
+    if kinds["gemm"]["ms"] > 0:
+        kinds["gemm"]["gflops"] = 2 * composition_gmac / kinds["gemm"]["ms"] * 1e3
+    composition_ops = sorted(((ms, op) for op, ms in fused_ops.items()), reverse=True)[:top]
     return dict(model=model_name, form=form, rate=rate, batch=batch, device=str(device),
                 threads=torch.get_num_threads(), timed=timed, compact=compact_parts, fused=fused_parts,
                 gemm_gflops=rates.gemm_gflops, copy_gbps=rates.copy_gbps, phases=phases,
                 floor_ms=floors["total"], added_vs_floor=timed["added"] / floors["total"],
-                composition_gmac=sum(p["gmac"] for name, p in phases.items() if name != "optimizer"),
+                composition_gmac=composition_gmac,
                 composition_floor_ms=floors["compose_forward"] + floors["compose_backward"],
-                largest_added=[(op, ms) for ms, op in added])
+                composition_kinds=kinds, largest_composition_ops=[(op, ms) for ms, op in composition_ops])
 
 
 def format_report(r: dict) -> str:
@@ -123,19 +212,29 @@ def format_report(r: dict) -> str:
         lines.append(f"  {phase:<17} {p['gmac']:7.3f} {p['mb']:7.1f} {p['compute_ms']:8.2f} {p['memory_ms']:8.2f} "
                      f"{p['floor_ms']:9.2f}")
     lines.append(f"  {'total':<17} {'':>7} {'':>7} {'':>8} {'':>8} {r['floor_ms']:9.2f}")
-    lines.append(f"added time = {r['added_vs_floor']:.2f}x the floor")
-    lines.append("where it goes: profiled ms per step (profiler overhead included) by part, beside each part's floor")
-    lines.append(f"  {'part':<12} {'compact':>9} {'fused':>9} {'added':>9} {'floor':>9}")
-    part_floor = {"composition": r["composition_floor_ms"], "optimizer": r["phases"]["optimizer"]["floor_ms"],
-                  "network": 0.0}
-    for part in PARTS:
-        lines.append(f"  {part:<12} {r['compact'][part]:9.2f} {r['fused'][part]:9.2f} "
-                     f"{r['fused'][part] - r['compact'][part]:9.2f} {part_floor[part]:9.2f}")
-    total_c, total_f = sum(r["compact"].values()), sum(r["fused"].values())
-    lines.append(f"  {'total':<12} {total_c:9.2f} {total_f:9.2f} {total_f - total_c:9.2f} {r['floor_ms']:9.2f}")
-    lines.append("largest operators the fused step adds (ms per step, profiled):")
-    lines += [f"  {ms:7.2f}  {op[:110]}" for op, ms in r["largest_added"]]
+    lines.append(f"added time (the median of the per-round differences) = {r['added_vs_floor']:.2f}x the floor")
+    lines.append("where it goes (unprofiled, timed alone in the same rounds), beside each part's floor:")
+    lines.append(f"  {'part':<40} {'ms':>7} {'floor':>7} {'x floor':>8}")
+    part_floor = {"composition": r["composition_floor_ms"], "optimizer": r["phases"]["optimizer"]["floor_ms"]}
+    for part, label in (("composition", "composition alone, forward + backward"),
+                        ("optimizer", "optimizer step, fused - compact"),
+                        ("rest", "the rest (the network around them)")):
+        floor = part_floor.get(part, 0.0)
+        ratio = f"{t[part] / floor:8.2f}" if floor > 0 else f"{'':>8}"
+        lines.append(f"  {label:<40} {t[part]:7.2f} {floor:7.2f} {ratio}")
+    lines.append("the composition's operators by kind (profiled; profiler overhead included):")
+    lines.append(f"  {'kind':<14} {'ops/step':>9} {'ms':>7}")
+    for kind, k in r["composition_kinds"].items():
+        rate = f"  ({k['gflops']:.0f} GFLOP/s on the composition's multiply-adds)" if "gflops" in k else ""
+        lines.append(f"  {kind:<14} {k['ops']:9.0f} {k['ms']:7.2f}{rate}")
+    lines.append(f"profiled ms per step by part: compact {_parts_text(r['compact'])}; fused {_parts_text(r['fused'])}")
+    lines.append("largest composition operators (ms per step, profiled):")
+    lines += [f"  {ms:7.2f}  {op[:110]}" for op, ms in r["largest_composition_ops"]]
     return "\n".join(lines)
+
+
+def _parts_text(parts: Dict[str, float]) -> str:
+    return ", ".join(f"{part} {ms:.2f}" for part, ms in parts.items())
 
 
 def format_summary(reports) -> str:

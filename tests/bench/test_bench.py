@@ -286,15 +286,72 @@ def test_step_profile_attributes_the_added_time_and_counts_the_floor():
     r = step_profile.report("smallnet3", "cl+fc", 2.0, 2, torch.device("cpu"), steps=1, rounds=2)
     assert r["compact"]["composition"] == 0.0 and r["fused"]["composition"] > 0.0
     assert r["fused"]["optimizer"] > 0.0 and r["composition_floor_ms"] > 0.0
-    assert r["timed"]["added"] == pytest.approx(r["timed"]["fused"] - r["timed"]["compact"])
+    t = r["timed"]
+    assert t["composition"] > 0.0
+    assert t["rest"] == pytest.approx(t["added"] - t["composition"] - t["optimizer"])
     phases = r["phases"]
     assert set(phases) == {"compose_forward", "compose_backward", "optimizer"}
     assert phases["optimizer"]["gmac"] == 0 and phases["optimizer"]["mb"] > 0  # memory-bound by definition
     assert r["floor_ms"] == pytest.approx(sum(p["floor_ms"] for p in phases.values()))
-    assert r["added_vs_floor"] == pytest.approx(r["timed"]["added"] / r["floor_ms"])
+    assert r["added_vs_floor"] == pytest.approx(t["added"] / r["floor_ms"])
+    kinds = r["composition_kinds"]
+    assert set(kinds) == set(step_profile.KINDS)
+    assert kinds["gemm"]["ops"] > 0 and kinds["gemm"]["gflops"] > 0 and kinds["per-operator"]["ops"] > 0
+    assert r["largest_composition_ops"] and all(ms >= 0 for _, ms in r["largest_composition_ops"])
     text = step_profile.format_report(r)
-    assert "x the floor" in text and "compose_backward" in text and text.count("\n") >= 12
+    assert "x the floor" in text and "compose_backward" in text and "composition alone" in text
+    assert "the rest" in text and "GFLOP/s on the composition" in text
     assert r["gemm_gflops"] > 0 and r["copy_gbps"] > 0  # from probes timed beside the steps
+
+
+def test_step_profile_paired_difference_is_per_round():
+    from bench import step_profile
+    from expandnets_cuda.timing import Timing
+    slow, fast = Timing([0.010, 0.020, 0.030]), Timing([0.009, 0.018, 0.030])
+    assert step_profile._paired_difference_ms(slow, fast) == pytest.approx(1.0)  # rounds: 1, 2, 0 ms
+
+
+@pytest.mark.parametrize("name,kind", [("aten::bmm", "gemm"), ("aten::baddbmm", "gemm"), ("aten::addmv_", "gemm"),
+                                       ("aten::matmul", "gemm"), ("aten::convolution_backward", "gemm"),
+                                       ("aten::copy_", "memory"), ("aten::sum", "memory"), ("aten::add_", "memory"),
+                                       ("aten::view", "per-operator"), ("aten::transpose", "per-operator"),
+                                       ("aten::clone", "per-operator"), ("_ComposeCLBackward", "per-operator"),
+                                       ("autograd::engine::evaluate_function: ViewBackward0", "per-operator")])
+def test_step_profile_operator_kinds(name, kind):
+    from bench import step_profile
+    assert step_profile.operator_kind(name) == kind
+
+
+@pytest.mark.parametrize("form", ["cl", "fc", "ck"])
+def test_step_profile_gives_every_composer_to_the_composition(form):
+    """Each composer's Function and its backward node (``_ComposeFCBackward`` included) count as
+    composition, never as the network."""
+    from bench import step_profile
+    from bench.network import Variant, build
+    variant = Variant(build("smallnet7", form, 2.0, "torch"), form, 2.0, "fused", 2, torch.device("cpu"))
+    parts, ops, kinds = step_profile.profile_step(variant, steps=1, warmup=1)
+    assert parts["composition"] > 0 and ops
+    with torch.profiler.profile() as prof:
+        variant.step()
+    composers = [e for e in prof.events() if e.name.startswith("_Compose")]
+    assert composers and all(step_profile._part(e) == "composition" for e in composers)
+
+
+def test_composition_and_optimizer_calls_leave_the_model_as_it_was():
+    from bench import step_profile
+    from bench.network import Variant, build
+    variant = Variant(build("smallnet3", "cl+fc", 2.0, "torch"), "cl+fc", 2.0, "fused", 2, torch.device("cpu"))
+    variant.step()
+    before = {name: p.detach().clone() for name, p in variant.model.named_parameters()}
+    for p in variant.model.parameters():
+        p.grad = None
+    compose, optimize = step_profile.composition_call(variant.model), step_profile.optimizer_call(variant)
+    compose()
+    optimize()
+    for name, p in variant.model.named_parameters():
+        assert p.grad is None and torch.equal(p, before[name]), name
+    with pytest.raises(ValueError, match="network composer"):
+        step_profile.composition_call(nn.Sequential(nn.Linear(2, 2)))
 
 
 def test_roofline_rates_come_from_their_probes():
