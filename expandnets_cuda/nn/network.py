@@ -27,6 +27,7 @@ from torch import nn
 
 from expandnets_cuda.compose import Composed
 from expandnets_cuda.nn.unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
+from expandnets_cuda.nn.unit import autocast_off
 
 Tensor = torch.Tensor
 
@@ -89,7 +90,7 @@ def _compose_group(composer, units: List[FusedUnit]) -> List[Composed]:
     """Every unit's ``(W_eff, b_eff)``: one call for a ``cl_network`` or batchable group."""
     first = units[0]
     dtype = compose_dtype(first.layers[0].weight.dtype)
-    with torch.autocast(device_type=first.layers[0].weight.device.type, enabled=False):
+    with autocast_off(first.layers[0].weight.device.type):
         if _uses_cl_network(first, composer):
             return _compose_network(composer, units, dtype)
         if _uses_ck_network(first, composer):

@@ -47,6 +47,12 @@ def compose_dtype(param_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if param_dtype == torch.float64 else torch.float32
 
 
+def autocast_off(device_type: str):
+    """A context with autocast off on ``device_type`` (the composition is a chain of GEMMs whose
+    rounding would compound); a no-op on the meta device, where ``torch.autocast`` raises."""
+    return torch.autocast(device_type=device_type, enabled=False) if device_type != "meta" else nullcontext()
+
+
 def autocast_enabled(device_type: str) -> bool:
     """``torch.is_autocast_enabled``, False on the meta device (shape inference), which has no
     autocast: torch raises there instead of answering."""
@@ -121,8 +127,7 @@ class FusedUnit(nn.Module):
             self.__dict__[LAST_COMPOSER] = composer
             if staged is not None and staged[0] == composer.name and torch.is_grad_enabled():
                 return staged[1]
-        # Autocast off: the composition is a chain of GEMMs whose rounding would compound.
-        with torch.autocast(device_type=device_type, enabled=False) if device_type != "meta" else nullcontext():
+        with autocast_off(device_type):
             weights, biases = self._params(compose_dtype(self.layers[0].weight.dtype))
             return self._compose_with(composer, weights, biases)
 

@@ -152,6 +152,21 @@ def test_evaluation_and_units_alone_still_work():
     assert out.shape == (1, 6, 6, 6)
 
 
+@pytest.mark.filterwarnings("ignore:expand_model:UserWarning")  # CK leaves the 3x3 layer compact
+@pytest.mark.parametrize("strategy", ["cl", "ck"])
+def test_a_trained_network_moved_to_meta_still_infers_shapes(strategy):
+    """After a step the network composer groups the units; on the meta device (shape inference,
+    deferred init) its composition must run without autocast, which meta does not have."""
+    model = ec.expand_model(mixed_net(), strategy, 2, fc=True, backend="torch")
+    model(torch.randn(2, 3, 6, 6)).sum().backward()
+    model.to("meta")
+    for _ in range(2):  # the second forward composes the grouped units through the network
+        y = model(torch.randn(2, 3, 6, 6, device="meta"))
+        y.sum().backward()
+    assert y.shape == (2, 4) and y.device.type == "meta"
+    assert all(p.grad.device.type == "meta" for p in model.parameters())
+
+
 # --- CUDA-graph readiness: nothing in the step asks the host for a tensor's value -------------
 
 
