@@ -4,10 +4,12 @@
 
 Times, round-robin and without the profiler: the compact and the fused network's training steps
 (their difference is the added time), the fused network's composition alone (the network
-composer's call and the backward of every composed weight from fixed gradients), each network's
-optimizer step alone, and the two rate probes. So the added time splits into the composition,
-the optimizer's extra work and the rest (what the fused step's autograd graph, allocations and
-caches cost the network around it), each beside its floor. The floor (``bench/roofline.py``):
+composer's call and the backward of every composed weight from fixed gradients), the same for a
+twin whose units have one channel per group (``width_one_twin``: the composition's per-operator
+cost without its arithmetic), each network's optimizer step alone, and the two rate probes. So
+the added time splits into the composition, the optimizer's extra work and the rest (what the
+fused step's autograd graph, allocations and caches cost the network around it; negative where
+the composition costs less inside the step than alone), each beside its floor. The floor (``bench/roofline.py``):
 per phase of the added work (composition forward, composition backward, the optimizer's update
 of the parameters the expansion adds), the larger of its multiply-adds at the GEMM rate and its
 bytes at the copy bandwidth, both from the probes of the same rounds.
@@ -22,6 +24,7 @@ cost; the unprofiled split above is the one to quote.
 from __future__ import annotations
 
 import argparse
+import copy
 import pathlib
 import statistics
 import sys
@@ -129,6 +132,23 @@ def composition_call(model: nn.Module) -> Callable[[], None]:
     return call
 
 
+def width_one_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose fused units keep their kernels, groups and biases but have one
+    channel per group in every sub-layer: its composition runs (nearly) the same operators on
+    tensors too small to cost arithmetic, so its time is the composition's per-operator cost
+    (Python, dispatch, the autograd engine). Plans that depend on sizes may pick other products."""
+    twin = copy.deepcopy(model)
+    for unit in roofline.fused_units(twin):
+        for layer in unit.layers:
+            groups = getattr(layer, "groups", 1)
+            shape = (groups, 1, *layer.weight.shape[2:])
+            with torch.no_grad():
+                layer.weight = nn.Parameter(torch.randn(shape, dtype=layer.weight.dtype, device=layer.weight.device))
+                if layer.bias is not None:
+                    layer.bias = nn.Parameter(torch.randn(groups, dtype=layer.bias.dtype, device=layer.bias.device))
+    return twin
+
+
 def optimizer_call(variant: Variant) -> Callable[[], object]:
     """``variant``'s optimizer step alone, on copies of its parameters with random gradients (the
     same optimizer and settings; the model itself is left untouched)."""
@@ -159,10 +179,12 @@ def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds
     fused.step()  # the composer groups units that have run
     timings = interleaved({"compact": compact.step, "fused": fused.step,
                            "composition": composition_call(fused.model),
+                           "composition:width 1": composition_call(width_one_twin(fused.model)),
                            "optimizer:compact": optimizer_call(compact), "optimizer:fused": optimizer_call(fused),
                            "rate:gemm": probes["gemm"], "rate:copy": probes["copy"]},
                           device, min_run_time=0.3, rounds=rounds)
     out = {name: timings[name].median * 1e3 for name in ("compact", "fused", "composition")}
+    out["composition_per_operator"] = timings["composition:width 1"].median * 1e3
     out["added"] = _paired_difference_ms(timings["fused"], timings["compact"])
     out["optimizer"] = _paired_difference_ms(timings["optimizer:fused"], timings["optimizer:compact"])
     out["rest"] = out["added"] - out["composition"] - out["optimizer"]
@@ -214,14 +236,15 @@ def format_report(r: dict) -> str:
     lines.append(f"  {'total':<17} {'':>7} {'':>7} {'':>8} {'':>8} {r['floor_ms']:9.2f}")
     lines.append(f"added time (the median of the per-round differences) = {r['added_vs_floor']:.2f}x the floor")
     lines.append("where it goes (unprofiled, timed alone in the same rounds), beside each part's floor:")
-    lines.append(f"  {'part':<40} {'ms':>7} {'floor':>7} {'x floor':>8}")
+    lines.append(f"  {'part':<43} {'ms':>7} {'floor':>7} {'x floor':>8}")
     part_floor = {"composition": r["composition_floor_ms"], "optimizer": r["phases"]["optimizer"]["floor_ms"]}
     for part, label in (("composition", "composition alone, forward + backward"),
+                        ("composition_per_operator", "  of which per-operator (units at width 1)"),
                         ("optimizer", "optimizer step, fused - compact"),
                         ("rest", "the rest (the network around them)")):
         floor = part_floor.get(part, 0.0)
         ratio = f"{t[part] / floor:8.2f}" if floor > 0 else f"{'':>8}"
-        lines.append(f"  {label:<40} {t[part]:7.2f} {floor:7.2f} {ratio}")
+        lines.append(f"  {label:<43} {t[part]:7.2f} {floor:7.2f} {ratio}")
     lines.append("the composition's operators by kind (profiled; profiler overhead included):")
     lines.append(f"  {'kind':<14} {'ops/step':>9} {'ms':>7}")
     for kind, k in r["composition_kinds"].items():

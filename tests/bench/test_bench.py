@@ -287,7 +287,7 @@ def test_step_profile_attributes_the_added_time_and_counts_the_floor():
     assert r["compact"]["composition"] == 0.0 and r["fused"]["composition"] > 0.0
     assert r["fused"]["optimizer"] > 0.0 and r["composition_floor_ms"] > 0.0
     t = r["timed"]
-    assert t["composition"] > 0.0
+    assert t["composition"] > 0.0 and t["composition_per_operator"] > 0.0
     assert t["rest"] == pytest.approx(t["added"] - t["composition"] - t["optimizer"])
     phases = r["phases"]
     assert set(phases) == {"compose_forward", "compose_backward", "optimizer"}
@@ -352,6 +352,30 @@ def test_composition_and_optimizer_calls_leave_the_model_as_it_was():
         assert p.grad is None and torch.equal(p, before[name]), name
     with pytest.raises(ValueError, match="network composer"):
         step_profile.composition_call(nn.Sequential(nn.Linear(2, 2)))
+
+
+@pytest.mark.parametrize("form", ["cl", "ck", "cl+fc"])
+def test_width_one_twin_composes_the_same_units_at_one_channel_per_group(form):
+    """The twin keeps every unit's kernels, groups and biases; each sub-layer has one channel per
+    group; its composition runs, forward and backward, and the model it came from is untouched."""
+    from bench import roofline, step_profile
+    from bench.network import Variant, build
+    variant = Variant(build("smallnet7", form, 2.0, "torch"), form, 2.0, "fused", 2, torch.device("cpu"))
+    variant.step()
+    shapes = [tuple(p.shape) for p in variant.model.parameters()]
+    twin = step_profile.width_one_twin(variant.model)
+    assert [tuple(p.shape) for p in variant.model.parameters()] == shapes
+    units, twin_units = roofline.fused_units(variant.model), roofline.fused_units(twin)
+    assert len(units) == len(twin_units) > 0
+    for unit, small in zip(units, twin_units):
+        for layer, tiny in zip(unit.layers, small.layers):
+            groups = getattr(layer, "groups", 1)
+            assert tuple(tiny.weight.shape) == (groups, 1, *layer.weight.shape[2:])
+            assert (tiny.bias is None) == (layer.bias is None)
+        weight, _ = small.composed_weight(backend="torch")
+        assert tuple(weight.shape[2:]) == tuple(unit.composed_weight(backend="torch")[0].shape[2:])
+    step_profile.composition_call(twin)()
+    assert all(p.grad is None for p in twin.parameters())
 
 
 def test_roofline_rates_come_from_their_probes():
