@@ -174,11 +174,14 @@ def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds
     per-round difference of the two optimizer steps alone (``optimizer``), and ``rest`` = added -
     composition - optimizer. Also the rates from the probes' best samples over the same rounds (a floor wants
     the rate the machine reached, and rounds spread over the whole run rarely all land in a slow
-    spell, where the best of back-to-back calls did)."""
+    spell, where the best of back-to-back calls did), and the page faults per call of the steps and
+    the composition in those rounds."""
     probes = roofline.rate_probes(device)
     fused.step()  # the composer groups units that have run
-    timings = interleaved({"compact": compact.step, "fused": fused.step,
-                           "composition": composition_call(fused.model),
+    counted = {"compact step": FaultCounted(compact.step), "fused step": FaultCounted(fused.step),
+               "composition alone": FaultCounted(composition_call(fused.model))}
+    timings = interleaved({"compact": counted["compact step"], "fused": counted["fused step"],
+                           "composition": counted["composition alone"],
                            "composition:width 1": composition_call(width_one_twin(fused.model)),
                            "optimizer:compact": optimizer_call(compact), "optimizer:fused": optimizer_call(fused),
                            "rate:gemm": probes["gemm"], "rate:copy": probes["copy"]},
@@ -188,7 +191,35 @@ def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds
     out["added"] = _paired_difference_ms(timings["fused"], timings["compact"])
     out["optimizer"] = _paired_difference_ms(timings["optimizer:fused"], timings["optimizer:compact"])
     out["rest"] = out["added"] - out["composition"] - out["optimizer"]
-    return out, roofline.rates_from_seconds(min(timings["rate:gemm"].samples), min(timings["rate:copy"].samples))
+    rates = roofline.rates_from_seconds(min(timings["rate:gemm"].samples), min(timings["rate:copy"].samples))
+    return out, rates, {name: c.per_call for name, c in counted.items()}
+
+
+def _minor_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: no count
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class FaultCounted:
+    """``fn`` that counts the page faults served without I/O (fresh memory touched) over its calls;
+    counted inside the round-robin, where each call follows another workload's."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn, self.faults, self.calls = fn, 0, 0
+
+    def __call__(self):
+        before = _minor_faults()
+        out = self.fn()
+        self.faults += _minor_faults() - before
+        self.calls += 1
+        return out
+
+    @property
+    def per_call(self) -> float:
+        return self.faults / max(self.calls, 1)
 
 
 def _paired_difference_ms(a, b) -> float:
@@ -202,7 +233,7 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
     torch.manual_seed(0)
     compact = Variant(build(model_name, "compact", None, backend), "compact", None, "compact", batch, device)
     fused = Variant(build(model_name, form, rate, backend), form, rate, "fused", batch, device)
-    timed, rates = added_step_ms(compact, fused, device, rounds)
+    timed, rates, faults = added_step_ms(compact, fused, device, rounds)
     (compact_parts, _, _), (fused_parts, fused_ops, kinds) = profile_step(compact, steps), profile_step(fused, steps)
     work = roofline.added_work(fused.model, compact.model)
     floors = roofline.floor_ms(work, rates)
@@ -219,7 +250,7 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
                 floor_ms=floors["total"], added_vs_floor=timed["added"] / floors["total"],
                 composition_gmac=composition_gmac,
                 composition_floor_ms=floors["compose_forward"] + floors["compose_backward"],
-                composition_kinds=kinds, largest_composition_ops=[(op, ms) for ms, op in composition_ops])
+                composition_kinds=kinds, minor_faults=faults, largest_composition_ops=[(op, ms) for ms, op in composition_ops])
 
 
 def format_report(r: dict) -> str:
@@ -245,6 +276,8 @@ def format_report(r: dict) -> str:
         floor = part_floor.get(part, 0.0)
         ratio = f"{t[part] / floor:8.2f}" if floor > 0 else f"{'':>8}"
         lines.append(f"  {label:<43} {t[part]:7.2f} {floor:7.2f} {ratio}")
+    lines.append("page faults per call in those rounds (fresh memory touched): "
+                 + ", ".join(f"{name} {n:.0f}" for name, n in r["minor_faults"].items()))
     lines.append("the composition's operators by kind (profiled; profiler overhead included):")
     lines.append(f"  {'kind':<14} {'ops/step':>9} {'ms':>7}")
     for kind, k in r["composition_kinds"].items():

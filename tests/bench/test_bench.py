@@ -300,7 +300,9 @@ def test_step_profile_attributes_the_added_time_and_counts_the_floor():
     assert r["largest_composition_ops"] and all(ms >= 0 for _, ms in r["largest_composition_ops"])
     text = step_profile.format_report(r)
     assert "x the floor" in text and "compose_backward" in text and "composition alone" in text
-    assert "the rest" in text and "GFLOP/s on the composition" in text
+    assert "the rest" in text and "GFLOP/s on the composition" in text and "page faults" in text
+    assert set(r["minor_faults"]) == {"compact step", "fused step", "composition alone"}
+    assert all(n >= 0 for n in r["minor_faults"].values())
     assert r["gemm_gflops"] > 0 and r["copy_gbps"] > 0  # from probes timed beside the steps
 
 
