@@ -27,7 +27,7 @@ from torch import nn
 
 from expandnets_cuda.compose import Composed
 from expandnets_cuda.nn.unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
-from expandnets_cuda.nn.unit import autocast_off
+from expandnets_cuda.nn.unit import autocast_off, functorch_transforms_active
 
 Tensor = torch.Tensor
 
@@ -155,7 +155,8 @@ class NetworkComposition:
             unstage(unit)  # this thread's; another thread's forward keeps its own
 
     def _before_forward(self, module, args):
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # Under torch.func transforms the units run as the unfused chain: nothing to stage.
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling() and not functorch_transforms_active():
             self.compose()
 
     def _after_forward(self, module, args, output):

@@ -47,6 +47,14 @@ def compose_dtype(param_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if param_dtype == torch.float64 else torch.float32
 
 
+def functorch_transforms_active() -> bool:
+    """Inside ``torch.func.grad``, ``vmap``, ``jacrev``, ...: the composers' autograd Functions
+    have no functorch rules (``setup_context``, a vmap rule), so a unit runs as the unfused chain
+    there (``FusedUnit._resolve``): the same function and gradients, at the chain's cost."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active is not None and active())
+
+
 def autocast_off(device_type: str):
     """A context with autocast off on ``device_type`` (the composition is a chain of GEMMs whose
     rounding would compound); a no-op on the meta device, where ``torch.autocast`` raises."""
@@ -89,6 +97,8 @@ class FusedUnit(nn.Module):
         return (backends.chain_of(name) or name) if self.nonlinear else name
 
     def _resolve(self, x: Tensor) -> backends.Resolved:
+        if functorch_transforms_active():
+            return backends.REFERENCE
         if self._backend == backends.AUTO:
             return autotune.choose(self, x)
         return backends.resolve(self._runnable(self._backend), x.device)
