@@ -250,14 +250,15 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
                 floor_ms=floors["total"], added_vs_floor=timed["added"] / floors["total"],
                 composition_gmac=composition_gmac,
                 composition_floor_ms=floors["compose_forward"] + floors["compose_backward"],
-                composition_kinds=kinds, minor_faults=faults, largest_composition_ops=[(op, ms) for ms, op in composition_ops])
+                composition_kinds=kinds, minor_faults=faults,
+                largest_composition_ops=[(op, ms) for ms, op in composition_ops])
 
 
 def format_report(r: dict) -> str:
     t = r["timed"]
     lines = [f"{r['model']} {r['form']} r={r['rate']:g}, batch {r['batch']} on {r['device']} ({r['threads']} threads)",
-             f"step (unprofiled, interleaved medians): compact {t['compact']:.2f} ms, fused {t['fused']:.2f} ms, "
-             f"added {t['added']:.2f} ms",
+             f"step (unprofiled, interleaved medians): compact {t['compact']:.2f} ms, fused {t['fused']:.2f} ms; "
+             f"added (the median of the per-round differences) {t['added']:.2f} ms",
              f"floor of the added work (GEMM {r['gemm_gflops']:.0f} GFLOP/s and copy {r['copy_gbps']:.1f} GB/s, "
              "the best of their probes timed in the same rounds as the steps):",
              f"  {'phase':<17} {'GMAC':>7} {'MB':>7} {'compute':>8} {'memory':>8} {'floor ms':>9}"]
@@ -265,7 +266,7 @@ def format_report(r: dict) -> str:
         lines.append(f"  {phase:<17} {p['gmac']:7.3f} {p['mb']:7.1f} {p['compute_ms']:8.2f} {p['memory_ms']:8.2f} "
                      f"{p['floor_ms']:9.2f}")
     lines.append(f"  {'total':<17} {'':>7} {'':>7} {'':>8} {'':>8} {r['floor_ms']:9.2f}")
-    lines.append(f"added time (the median of the per-round differences) = {r['added_vs_floor']:.2f}x the floor")
+    lines.append(f"added time = {r['added_vs_floor']:.2f}x the floor")
     lines.append("where it goes (unprofiled, timed alone in the same rounds), beside each part's floor:")
     lines.append(f"  {'part':<43} {'ms':>7} {'floor':>7} {'x floor':>8}")
     part_floor = {"composition": r["composition_floor_ms"], "optimizer": r["phases"]["optimizer"]["floor_ms"]}
@@ -312,7 +313,7 @@ def main(argv=None) -> list:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--steps", type=int, default=5, help="profiled steps")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the unprofiled timing")
-    parser.add_argument("--top", type=int, default=12, help="largest added operators to list")
+    parser.add_argument("--top", type=int, default=12, help="largest composition operators to list")
     parser.add_argument("--json", default=None, help="write the reports (and the environment) here")
     args = parser.parse_args(argv)
     if torch.device(args.device).type != "cpu":
