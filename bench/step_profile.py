@@ -31,6 +31,11 @@ import sys
 from collections import defaultdict
 from typing import Callable, Dict
 
+try:
+    import resource
+except ImportError:  # Windows: page faults are not counted
+    resource = None
+
 import torch
 from torch import nn
 
@@ -142,10 +147,9 @@ def width_one_twin(model: nn.Module) -> nn.Module:
         for layer in unit.layers:
             groups = getattr(layer, "groups", 1)
             shape = (groups, 1, *layer.weight.shape[2:])
-            with torch.no_grad():
-                layer.weight = nn.Parameter(torch.randn(shape, dtype=layer.weight.dtype, device=layer.weight.device))
-                if layer.bias is not None:
-                    layer.bias = nn.Parameter(torch.randn(groups, dtype=layer.bias.dtype, device=layer.bias.device))
+            layer.weight = nn.Parameter(torch.randn(shape, dtype=layer.weight.dtype, device=layer.weight.device))
+            if layer.bias is not None:
+                layer.bias = nn.Parameter(torch.randn(groups, dtype=layer.bias.dtype, device=layer.bias.device))
     return twin
 
 
@@ -196,11 +200,7 @@ def added_step_ms(compact: Variant, fused: Variant, device: torch.device, rounds
 
 
 def _minor_faults() -> int:
-    try:
-        import resource
-    except ImportError:  # Windows: no count
-        return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
 class FaultCounted:

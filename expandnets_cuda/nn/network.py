@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from expandnets_cuda.compose import Composed
-from expandnets_cuda.nn.unit import LAST_COMPOSER, STAGED, FusedUnit, compose_dtype, stage, unstage  # noqa: F401 (STAGED: tests)
-from expandnets_cuda.nn.unit import autocast_off, functorch_transforms_active
+from expandnets_cuda.nn.unit import (LAST_COMPOSER, STAGED, FusedUnit, autocast_off,  # noqa: F401 (STAGED: tests)
+                                     compose_dtype, functorch_transforms_active, stage, unstage)
 
 Tensor = torch.Tensor
 
