@@ -43,7 +43,8 @@ if __package__ in (None, ""):  # `python bench/step_profile.py` as well as `pyth
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from expandnets_cuda.nn.unit import unstage  # noqa: E402
+from expandnets_cuda.nn import network  # noqa: E402
+from expandnets_cuda.nn.unit import LAST_COMPOSER, unstage  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
 
 from . import roofline  # noqa: E402
@@ -141,7 +142,11 @@ def width_one_twin(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose fused units keep their kernels, groups and biases but have one
     channel per group in every sub-layer: its composition runs (nearly) the same operators on
     tensors too small to cost arithmetic, so its time is the composition's per-operator cost
-    (Python, dispatch, the autograd engine). Plans that depend on sizes may pick other products."""
+    (Python, dispatch, the autograd engine). Plans that depend on sizes may pick other products.
+
+    The twin composes its units in the calls ``model``'s network composer makes (``_same_calls``):
+    at one channel every unit has the same shapes, so the twin's own composer would batch them all
+    into one call and count the per-operator cost of one unit instead of every unit's."""
     twin = copy.deepcopy(model)
     for unit in roofline.fused_units(twin):
         for layer in unit.layers:
@@ -150,7 +155,34 @@ def width_one_twin(model: nn.Module) -> nn.Module:
             layer.weight = nn.Parameter(torch.randn(shape, dtype=layer.weight.dtype, device=layer.weight.device))
             if layer.bias is not None:
                 layer.bias = nn.Parameter(torch.randn(groups, dtype=layer.bias.dtype, device=layer.bias.device))
+    _same_calls(model, twin)
     return twin
+
+
+def _same_calls(model: nn.Module, twin: nn.Module) -> None:
+    """Make ``twin``'s network composer group its units as ``model``'s groups the matching units
+    (``NetworkComposition.groups``, by position): the same composition calls, one per group."""
+    ours, theirs = model.__dict__.get("_network_composer"), twin.__dict__.get("_network_composer")
+    if ours is None or theirs is None:
+        return
+    position = {id(unit): k for k, unit in enumerate(ours.units)}
+    calls = []
+    for composer, units in ours.groups().values():
+        members = [position[id(unit)] for unit in units]
+        # Tiny units always batch on a CPU; large ones of equal shapes there compose one by one.
+        calls += [members] if network._composes_in_one_call(units, composer) else [[k] for k in members]
+    twin_units = theirs.units
+
+    def groups():
+        found = {}
+        for n, members in enumerate(calls):
+            units = [twin_units[k] for k in members]
+            composer = units[0].__dict__.get(LAST_COMPOSER)
+            if composer is not None:
+                found[n] = (composer, units)
+        return found
+
+    theirs.groups = groups  # an instance attribute: this twin only
 
 
 def optimizer_call(variant: Variant) -> Callable[[], object]:

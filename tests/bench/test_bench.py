@@ -547,3 +547,22 @@ def test_every_fold_method_computes_the_fold_and_its_gradients(b):
     assert errors["library"] < 1e-5 and errors["peer"] < 1e-5  # float32 rounding of one contraction
     assert errors["toom-cook"] < 1e-3 and errors["fft"] < 1e-4  # the same fold, other rounding
     assert all(r["forward_ms"] > 0 and r["backward_ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("form", ["cl", "cl+fc"])
+def test_width_one_twin_makes_the_composition_calls_of_its_model(form):
+    """At one channel every unit has the same shapes; the twin must still compose them in the
+    calls its model makes (one per unit for SmallNet's unequal units), or it would time one
+    batched call and undercount the per-operator cost."""
+    from bench import step_profile
+    from bench.network import Variant, build
+    variant = Variant(build("smallnet7", form, 2.0, "torch"), form, 2.0, "fused", 2, torch.device("cpu"))
+    variant.step()
+    real = variant.model.__dict__["_network_composer"]
+    twin = step_profile.width_one_twin(variant.model)
+    calls = real.compose()
+    real.clear()
+    assert calls == len(real.units)  # SmallNet's units differ in shape: one call each
+    assert twin.__dict__["_network_composer"].compose() == calls
+    twin.__dict__["_network_composer"].clear()
+    step_profile.composition_call(twin)()
