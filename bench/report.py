@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from expandnets_cuda.timing import SPREAD_WARNING, paired_ratio
+from expandnets_cuda.train.cpu_memory import allocator_settings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IN_CHECKOUT = (REPO / "setup.py").exists()  # False when installed as expandnets_cuda.bench
@@ -42,7 +43,7 @@ def environment(device: torch.device, argv: Optional[Sequence[str]] = None, modu
     info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
             "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device_type": device.type, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "allocator": allocator_settings()}
     try:
         import triton
         info["triton"] = triton.__version__

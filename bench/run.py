@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m ben
     __package__ = "bench"
 
 import expandnets_cuda as ec  # noqa: E402
+from expandnets_cuda.train.cpu_memory import retain_freed_memory  # noqa: E402
 
 from . import plan as bplan  # noqa: E402
 from . import report  # noqa: E402
@@ -88,6 +89,9 @@ def parse_args(argv=None):
     p.add_argument("--skip-nonlinear", action="store_true",
                    help="skip the nonlinear-counterpart section (chain kernels; CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--retain-freed-memory", action="store_true",
+                   help="keep glibc from unmapping freed blocks, for every variant alike "
+                        "(expandnets_cuda.train.retain_freed_memory; the JSON records it)")
     p.add_argument("--out", default=None, help="JSON path (the PNGs go beside it)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verbose", action="store_true",
@@ -195,6 +199,8 @@ def main(argv=None) -> dict:
         raise SystemExit("--device cuda: no CUDA device is available here")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.retain_freed_memory and not retain_freed_memory():
+        raise SystemExit("--retain-freed-memory needs glibc (Linux); use jemalloc or tcmalloc (LD_PRELOAD) elsewhere")
     full = args.full or (device.type == "cuda" and not args.quick)
     cfg, mode = dict(FULL if full else QUICK), ("full" if full else "quick")
     for key in ("layer_batch", "network_batch", "min_run_time", "rounds"):

@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # `python bench/step_profile.py` as well as `pyth
 from expandnets_cuda.nn import network  # noqa: E402
 from expandnets_cuda.nn.unit import LAST_COMPOSER, unstage  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
+from expandnets_cuda.train.cpu_memory import allocator_settings, retain_freed_memory  # noqa: E402
 
 from . import roofline  # noqa: E402
 from .network import Variant, build  # noqa: E402
@@ -277,7 +278,7 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
         kinds["gemm"]["gflops"] = 2 * composition_gmac / kinds["gemm"]["ms"] * 1e3
     composition_ops = sorted(((ms, op) for op, ms in fused_ops.items()), reverse=True)[:top]
     return dict(model=model_name, form=form, rate=rate, batch=batch, device=str(device),
-                threads=torch.get_num_threads(), timed=timed, compact=compact_parts, fused=fused_parts,
+                threads=torch.get_num_threads(), allocator=allocator_settings(), timed=timed, compact=compact_parts, fused=fused_parts,
                 gemm_gflops=rates.gemm_gflops, copy_gbps=rates.copy_gbps, phases=phases,
                 floor_ms=floors["total"], added_vs_floor=timed["added"] / floors["total"],
                 composition_gmac=composition_gmac,
@@ -288,7 +289,9 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
 
 def format_report(r: dict) -> str:
     t = r["timed"]
-    lines = [f"{r['model']} {r['form']} r={r['rate']:g}, batch {r['batch']} on {r['device']} ({r['threads']} threads)",
+    retained = (r.get("allocator") or {}).get("retain_freed_memory")
+    lines = [f"{r['model']} {r['form']} r={r['rate']:g}, batch {r['batch']} on {r['device']} ({r['threads']} threads"
+             + (", freed memory retained" if retained else "") + ")",
              f"step (unprofiled, interleaved medians): compact {t['compact']:.2f} ms, fused {t['fused']:.2f} ms; "
              f"added (the median of the per-round differences) {t['added']:.2f} ms",
              f"floor of the added work (GEMM {r['gemm_gflops']:.0f} GFLOP/s and copy {r['copy_gbps']:.1f} GB/s, "
@@ -347,11 +350,15 @@ def main(argv=None) -> list:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the unprofiled timing")
     parser.add_argument("--top", type=int, default=12, help="largest composition operators to list")
     parser.add_argument("--json", default=None, help="write the reports (and the environment) here")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="keep glibc from unmapping freed blocks (expandnets_cuda.train.retain_freed_memory)")
     args = parser.parse_args(argv)
     if torch.device(args.device).type != "cpu":
         parser.error("step_profile attributes CPU time; on a GPU, time with python -m bench.run (device events)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.retain_freed_memory and not retain_freed_memory():
+        parser.error("--retain-freed-memory needs glibc (Linux); use jemalloc or tcmalloc (LD_PRELOAD) elsewhere")
     device = torch.device(args.device)
     reports = []
     for form in [f.strip() for f in args.form.split(",") if f.strip()]:

@@ -14,6 +14,7 @@ shows progress, plots its curves, or reads the digits.
 """
 from expandnets_cuda.train.checkpoint import load_model
 from expandnets_cuda.train.config import TrainConfig
+from expandnets_cuda.train.cpu_memory import retain_freed_memory
 from expandnets_cuda.train.data import ImageDataset, ImageSplit, load_dataset
 from expandnets_cuda.train.distill import kd_loss
 from expandnets_cuda.train.evaluate import ContractionCheck, contract_and_check, evaluate
@@ -23,5 +24,5 @@ from expandnets_cuda.train.pipeline import TrainResult, run
 __all__ = [
     "TrainConfig", "run", "TrainResult", "Architecture", "build_model", "FORMS", "MODELS", "kd_loss",
     "load_model", "load_dataset", "ImageDataset", "ImageSplit", "evaluate", "contract_and_check",
-    "ContractionCheck",
+    "ContractionCheck", "retain_freed_memory",
 ]

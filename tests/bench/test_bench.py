@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import expandnets_cuda as ec
+from expandnets_cuda.train.cpu_memory import has_glibc
 from bench import report
 from bench.cases import layer_cases
 from bench.layers import bench_layer
@@ -211,6 +212,7 @@ def test_cli_tiny_run_writes_json_and_plots(tmp_path, capsys):
     assert saved["environment"]["torch"] == torch.__version__ and saved["environment"]["date"]
     assert saved["environment"]["command"] == "python -m bench.run " + " ".join(argv)
     assert saved["environment"]["threads"] == torch.get_num_threads()
+    assert set(saved["environment"]["allocator"]) == {"retain_freed_memory", "GLIBC_TUNABLES", "LD_PRELOAD"}
     assert len(saved["headline"]) == 2
     for suffix in ("-networks.png", "-layers.png"):
         assert out.with_name(out.stem + suffix).stat().st_size > 1000
@@ -566,3 +568,16 @@ def test_width_one_twin_makes_the_composition_calls_of_its_model(form):
     assert twin.__dict__["_network_composer"].compose() == calls
     twin.__dict__["_network_composer"].clear()
     step_profile.composition_call(twin)()
+
+
+@pytest.mark.skipif(not has_glibc(), reason="needs glibc (Linux): mallopt(3)")
+def test_step_profile_retains_freed_memory_when_asked_and_records_it(tmp_path, capsys):
+    from bench import step_profile
+    from expandnets_cuda.train.cpu_memory import MAX_MMAP_THRESHOLD
+    out = tmp_path / "profile.json"
+    step_profile.main(["--model", "smallnet3", "--form", "cl", "--rate", "2", "--batch", "2", "--steps", "1",
+                       "--rounds", "2", "--retain-freed-memory", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["environment"]["allocator"]["retain_freed_memory"] == MAX_MMAP_THRESHOLD
+    assert saved["reports"][0]["allocator"]["retain_freed_memory"] == MAX_MMAP_THRESHOLD
+    assert "freed memory retained" in capsys.readouterr().out
