@@ -13,6 +13,9 @@ the composition costs less inside the step than alone), each beside its floor. T
 per phase of the added work (composition forward, composition backward, the optimizer's update
 of the parameters the expansion adds), the larger of its multiply-adds at the GEMM rate and its
 bytes at the copy bandwidth, both from the probes of the same rounds.
+``--retain-freed-memory`` keeps glibc from unmapping freed blocks (``expandnets_cuda.train.
+retain_freed_memory``): in the round-robin, the other models' steps make a large gradient come
+back as fresh, page-faulted memory each call, which a loop training one model does not pay.
 
 A profile of a few steps of each network (``torch.profiler``) then gives each operator's self
 time to the part of the step that called it (*composition*, *optimizer*, or *network*: what the

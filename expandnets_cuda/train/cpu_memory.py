@@ -1,11 +1,13 @@
-"""Keep glibc from handing a training step's large freed blocks back to the OS (CPU training).
+"""Keep glibc from handing large freed blocks back to the OS (CPU training, benchmarks).
 
 An expanded network's largest gradient (``dW2`` of its widest unit: 26 MB for SmallNet k=7 at
 r=8) is freed by ``optimizer.zero_grad()`` (``set_to_none=True``, PyTorch's default) and allocated
-again by the next backward. glibc serves blocks that large with ``mmap`` and unmaps them when they
-are freed, so every step touches fresh pages, each a page fault the kernel zeroes: about 6,300
-faults per step at that size, which doubled the composition's time there (docs/benchmarks.md,
-"Where the added time goes"). A compact network's gradients are small enough not to care.
+again by the next backward. glibc serves blocks that large with ``mmap`` and unmaps them on free.
+A loop training one model soon reuses them (glibc raises its mmap threshold after the first free;
+0-1 page faults a step measured at r=8), but where steps of different models alternate, as in the
+benchmarks' round-robin, the allocation comes back as fresh pages the kernel faults in and zeroes:
+about 6,000 faults a call, which made SmallNet k=7's CL+FC composition at r=8 take 1.4-2.0x as
+long in the benchmark (docs/benchmarks.md, "Where the added time goes").
 
 ``retain_freed_memory()`` sets glibc's ``M_MMAP_THRESHOLD`` (blocks below it come from the heap)
 and ``M_TRIM_THRESHOLD`` (the heap is never shrunk), so freed blocks are reused without faults.
