@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m ben
     __package__ = "bench"
 
 import expandnets_cuda as ec  # noqa: E402
-from expandnets_cuda.train.cpu_memory import retain_freed_memory  # noqa: E402
+from expandnets_cuda.train.cpu_memory import WITHOUT_GLIBC, retain_freed_memory  # noqa: E402
 
 from . import plan as bplan  # noqa: E402
 from . import report  # noqa: E402
@@ -200,7 +200,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.retain_freed_memory and not retain_freed_memory():
-        raise SystemExit("--retain-freed-memory needs glibc (Linux); use jemalloc or tcmalloc (LD_PRELOAD) elsewhere")
+        raise SystemExit(f"--retain-freed-memory {WITHOUT_GLIBC}")
     full = args.full or (device.type == "cuda" and not args.quick)
     cfg, mode = dict(FULL if full else QUICK), ("full" if full else "quick")
     for key in ("layer_batch", "network_batch", "min_run_time", "rounds"):

@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # `python bench/step_profile.py` as well as `pyth
 from expandnets_cuda.nn import network  # noqa: E402
 from expandnets_cuda.nn.unit import LAST_COMPOSER, unstage  # noqa: E402
 from expandnets_cuda.timing import interleaved  # noqa: E402
-from expandnets_cuda.train.cpu_memory import allocator_settings, retain_freed_memory  # noqa: E402
+from expandnets_cuda.train.cpu_memory import WITHOUT_GLIBC, allocator_settings, retain_freed_memory  # noqa: E402
 
 from . import roofline  # noqa: E402
 from .network import Variant, build  # noqa: E402
@@ -281,7 +281,8 @@ def report(model_name: str, form: str, rate: float, batch: int, device: torch.de
         kinds["gemm"]["gflops"] = 2 * composition_gmac / kinds["gemm"]["ms"] * 1e3
     composition_ops = sorted(((ms, op) for op, ms in fused_ops.items()), reverse=True)[:top]
     return dict(model=model_name, form=form, rate=rate, batch=batch, device=str(device),
-                threads=torch.get_num_threads(), allocator=allocator_settings(), timed=timed, compact=compact_parts, fused=fused_parts,
+                threads=torch.get_num_threads(), allocator=allocator_settings(), timed=timed,
+                compact=compact_parts, fused=fused_parts,
                 gemm_gflops=rates.gemm_gflops, copy_gbps=rates.copy_gbps, phases=phases,
                 floor_ms=floors["total"], added_vs_floor=timed["added"] / floors["total"],
                 composition_gmac=composition_gmac,
@@ -361,7 +362,7 @@ def main(argv=None) -> list:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.retain_freed_memory and not retain_freed_memory():
-        parser.error("--retain-freed-memory needs glibc (Linux); use jemalloc or tcmalloc (LD_PRELOAD) elsewhere")
+        parser.error(f"--retain-freed-memory {WITHOUT_GLIBC}")
     device = torch.device(args.device)
     reports = []
     for form in [f.strip() for f in args.form.split(",") if f.strip()]:

@@ -31,6 +31,8 @@ M_MMAP_THRESHOLD = -3
 MAX_MMAP_THRESHOLD = 32 << 20
 _NEVER_TRIM = 2 ** 31 - 1  # mallopt takes an int
 _RETAINING: Optional[int] = None  # the threshold set by this process, if any
+# What a command-line flag that asked for it says where it cannot be had.
+WITHOUT_GLIBC = "needs glibc (Linux); use jemalloc or tcmalloc (LD_PRELOAD) elsewhere"
 
 
 def has_glibc() -> bool:
